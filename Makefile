@@ -1,0 +1,34 @@
+# The template's own tasks. `make help` lists them.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TEMPLATE := {{cookiecutter.project_slug}}
+
+.DEFAULT_GOAL := help
+.PHONY: help install test demo clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv with the template's tools and the baked service's dependencies
+
+$(VENV)/.installed: pyproject.toml $(TEMPLATE)/pyproject.toml tests/baked_requirements.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --group dev
+	$(BIN)/python tests/baked_requirements.py $(VENV)/baked-requirements.txt > /dev/null
+	$(BIN)/python -m pip install --quiet -r $(VENV)/baked-requirements.txt
+	@touch $@
+
+test: install ## Lint the template's tests and run them: bake every variant and test what comes out
+	$(BIN)/ruff check tests
+	$(BIN)/ruff format --check tests
+	$(BIN)/python -m pytest -n auto
+
+demo: install ## Bake the default answers into ./demo/ and run its `make dev`
+	@test -d demo/my-service || $(BIN)/cookiecutter --no-input --output-dir demo .
+	$(MAKE) -C demo/my-service dev
+
+clean: ## Remove the virtualenv, the demo and caches
+	rm -rf $(VENV) demo .pytest_cache .ruff_cache .mypy_cache
