@@ -1,0 +1,76 @@
+"""Engines and session factories: our defaults, typed pool timeouts and pool capacity."""
+
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy.engine import URL
+from sqlalchemy.engine.base import OptionEngine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
+
+from .errors import PoolTimeoutError
+from .urls import to_async_url
+
+__all__ = [
+    "SESSION_DEFAULTS",
+    "create_engine",
+    "create_session_factory",
+    "has_free_connection",
+    "pool_capacity",
+]
+
+SESSION_DEFAULTS: dict[str, Any] = {
+    # Objects stay readable after commit, so a response can be built from them
+    # without another round trip (and without lazy loads outside the session).
+    "expire_on_commit": False,
+    # A closed session refuses further work instead of quietly opening a new
+    # transaction, so a finished request session cannot be reused by accident.
+    "close_resets_only": False,
+}
+
+
+def create_engine(db_url: str | URL, engine_args: dict[str, Any] | None = None) -> AsyncEngine:
+    """An engine for `db_url` (sync driver names are translated to async ones)."""
+    return create_async_engine(to_async_url(db_url), **(engine_args or {}))
+
+
+def create_session_factory(
+    engine: AsyncEngine, session_args: dict[str, Any] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """A factory of sessions on `engine`; `session_args` override any default."""
+    # Sessions check connections out through a thin view of the engine that turns the
+    # pool's timeout into PoolTimeoutError. It shares the pool, dialect and events, so
+    # it works the same for engines we create and for a caller's custom engine.
+    bind = AsyncEngine(_CheckoutDeadlineEngine(engine.sync_engine, {}))
+    return async_sessionmaker(bind=bind, **{**SESSION_DEFAULTS, **(session_args or {})})
+
+
+def pool_capacity(pool: Pool) -> int | None:
+    """How many connections `pool` hands out at most; None when it has no limit."""
+    if isinstance(pool, QueuePool):
+        max_overflow: int = pool._max_overflow  # no public accessor; stable since 1.x
+        return None if max_overflow < 0 else pool.size() + max_overflow
+    return None
+
+
+def has_free_connection(pool: Pool) -> bool:
+    """Whether a checkout from `pool` would succeed right now without waiting."""
+    capacity = pool_capacity(pool)
+    return capacity is None or (isinstance(pool, QueuePool) and pool.checkedout() < capacity)
+
+
+class _CheckoutDeadlineEngine(OptionEngine):
+    # Connection() calls raw_connection() for every checkout, ORM flushes included.
+    def raw_connection(self) -> PoolProxiedConnection:
+        try:
+            return super().raw_connection()
+        except sqlalchemy.exc.TimeoutError as exc:
+            raise PoolTimeoutError(
+                f"No database connection became free in time ({exc.args[0]}). The pool is "
+                "exhausted: retry later, or raise pool_size / max_overflow / pool_timeout."
+            ) from exc

@@ -1,0 +1,65 @@
+"""The errors the session layer raises, each worded to name its fix.
+
+    RuntimeError
+     ├── SessionNotInitialisedError   no middleware has bound the proxy yet
+     ├── MissingSessionError          no request and no `async with db():` around the code
+     │    └── SessionFinalizedError   the request (or block) session has already ended
+     └── ProxyBindingError            one proxy, two live databases
+    sqlalchemy.exc.TimeoutError + TimeoutError
+     └── PoolTimeoutError             no pooled connection became free in time
+
+`PoolTimeoutError` keeps both parents so that existing `except sqlalchemy.exc.TimeoutError`
+and `except TimeoutError` handlers still catch it.
+"""
+
+import sqlalchemy.exc
+
+__all__ = [
+    "MissingSessionError",
+    "PoolTimeoutError",
+    "ProxyBindingError",
+    "SessionFinalizedError",
+    "SessionNotInitialisedError",
+]
+
+
+class SessionNotInitialisedError(RuntimeError):
+    """`db` is used before any `SQLAlchemyMiddleware` has bound it to an engine."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database session is not initialised: add `SQLAlchemyMiddleware` to the app "
+            "(app.add_middleware(SQLAlchemyMiddleware, db_url=...)); it binds `db` when the app "
+            "starts or serves its first request."
+        )
+
+
+class MissingSessionError(RuntimeError):
+    """`db.session` is read where no request and no `db()` block provides a session."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or "No database session here: this code runs outside a request, so open "
+            "`async with db():` around it (background tasks, startup code, scripts)."
+        )
+
+
+class SessionFinalizedError(MissingSessionError):
+    """The session of a request (or `db()` block) is used after it was ended."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This database session has already ended: a request's session is committed or "
+            "rolled back and closed when the response starts, a block's when it exits. In a "
+            "background task or a streaming generator, open `async with db():` and use "
+            "`db.session` inside it."
+        )
+
+
+class ProxyBindingError(RuntimeError):
+    """A proxy that serves one live engine is asked to serve another database."""
+
+
+class PoolTimeoutError(sqlalchemy.exc.TimeoutError, TimeoutError):
+    """No pooled connection became free before the deadline (map it to 503 + Retry-After)."""

@@ -1,0 +1,57 @@
+"""A unit of work (one request or one `db()` block) whose session is created on first use."""
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from .cleanup import end_session, quietly, shielded
+from .errors import SessionFinalizedError
+
+__all__ = ["SessionScope"]
+
+
+class SessionScope:
+    """Holds the session of one unit of work; cheap to make, so every request gets one.
+
+    Nothing touches the database until `get()` is first called: a request that never
+    reads `db.session` creates no session and checks out no connection.
+    """
+
+    __slots__ = ("factory", "finalized", "session", "session_args")
+
+    def __init__(
+        self, factory: async_sessionmaker[AsyncSession], session_args: dict[str, Any]
+    ) -> None:
+        self.factory = factory
+        self.session_args = session_args
+        self.session: AsyncSession | None = None
+        self.finalized = False
+
+    def get(self) -> AsyncSession:
+        """The scope's session, created now if this is the first use."""
+        if self.finalized:
+            raise SessionFinalizedError()
+        session = self.session
+        if session is None:
+            session = self.session = self.factory(**self.session_args)
+        return session
+
+    def holds_connection(self) -> bool:
+        """Whether the calling task's session has a transaction, and so a connection, open."""
+        return self.session is not None and self.session.in_transaction()
+
+    async def finish(self, *, commit: bool) -> None:
+        """End normally: commit if asked (else roll back) and close; errors propagate."""
+        if self.finalized:
+            return
+        self.finalized = True
+        if self.session is not None:
+            await shielded(end_session(self.session, commit=commit))
+
+    async def discard(self) -> None:
+        """End while an exception propagates: roll back and close, logging any failure."""
+        if self.finalized:
+            return
+        self.finalized = True
+        if self.session is not None:
+            await quietly(self.session.close())

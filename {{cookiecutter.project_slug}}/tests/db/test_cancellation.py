@@ -1,0 +1,165 @@
+"""Cancellation and disconnects never leak a connection or leave a transaction open."""
+
+import asyncio
+import time
+
+import anyio
+import pytest
+from fastapi.responses import StreamingResponse
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from .conftest import APPLICATION_NAME, call, items, names
+
+
+async def idle_in_transaction(database_url: str) -> list[str]:
+    """States of this suite's PostgreSQL backends that sit inside an open transaction."""
+    observer = create_async_engine(database_url)
+    try:
+        async with observer.connect() as connection:
+            rows = await connection.execute(
+                text(
+                    "SELECT state FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = :name AND state LIKE 'idle in transaction%'"
+                ),
+                {"name": APPLICATION_NAME},
+            )
+            return list(rows.scalars())
+    finally:
+        await observer.dispose()
+
+
+def _holding_app(make_app, proxy, started: asyncio.Event):
+    app = make_app(commit_on_exit=True)
+
+    @app.get("/")
+    async def hold() -> None:
+        await proxy.session.execute(insert(items).values(name="never committed"))
+        started.set()
+        await asyncio.sleep(30)
+
+    return app
+
+
+async def test_asyncio_timeout_releases_the_connection(make_app, proxy, engine):
+    started = asyncio.Event()
+    app = _holding_app(make_app, proxy, started)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await call(app)
+    assert started.is_set()
+    assert engine.pool.checkedout() == 0
+    assert await names(engine) == []
+
+
+async def test_task_cancel_propagates_unchanged(make_app, proxy, engine):
+    started = asyncio.Event()
+    app = _holding_app(make_app, proxy, started)
+    task = asyncio.create_task(call(app))
+    await started.wait()
+    task.cancel("client went away")
+    with pytest.raises(asyncio.CancelledError, match="client went away"):
+        await task
+    assert engine.pool.checkedout() == 0
+
+
+async def test_anyio_cancel_scope_releases_the_connection(make_app, proxy, engine):
+    started = asyncio.Event()
+    app = _holding_app(make_app, proxy, started)
+    with anyio.move_on_after(0.3) as scope:
+        await call(app)
+    assert scope.cancelled_caught
+    assert engine.pool.checkedout() == 0
+    # Rolled back and returned, not thrown away half-closed: anyio re-cancels at every
+    # await, so this holds only when the cleanup is shielded.
+    assert engine.pool.checkedin() == 1
+
+
+async def test_disconnect_during_a_stream_ends_the_generators_block(make_app, proxy, engine):
+    app = make_app()
+    streaming = asyncio.Event()
+    disconnect = asyncio.Event()
+
+    async def rows():
+        async with proxy():
+            await proxy.session.execute(text("SELECT 1"))
+            yield b"first"
+            streaming.set()
+            await asyncio.sleep(30)
+            yield b"never"
+
+    @app.get("/")
+    async def stream() -> StreamingResponse:
+        return StreamingResponse(rows())
+
+    request = asyncio.create_task(call(app, disconnect=disconnect))
+    await streaming.wait()
+    disconnect.set()
+    async with asyncio.timeout(5):
+        await request
+    assert engine.pool.checkedout() == 0
+
+
+def _late_commit_app(make_app, proxy):
+    app = make_app(commit_on_exit=True)
+
+    @app.get("/")
+    async def write_slowly() -> None:
+        await proxy.session.execute(insert(items).values(name="committed"))
+        # Blocks without an await, so the deadline passes and the cancellation lands on
+        # the first await after this: the middleware's commit.
+        time.sleep(0.3)  # noqa: ASYNC251
+
+    return app
+
+
+async def test_cancellation_landing_on_the_commit_lets_it_finish(make_app, proxy, engine):
+    app = _late_commit_app(make_app, proxy)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            await call(app)
+    assert await names(engine) == ["committed"]
+    assert engine.pool.checkedout() == 0
+    assert engine.pool.checkedin() == 1  # returned whole, not discarded mid-commit
+
+
+async def test_anyio_cancellation_landing_on_the_commit_lets_it_finish(make_app, proxy, engine):
+    app = _late_commit_app(make_app, proxy)
+    sent: list[dict] = []
+    with anyio.move_on_after(0.1) as scope:
+        sent = await call(app)
+    assert scope.cancelled_caught
+    assert sent == []  # no status reached the client
+    assert await names(engine) == ["committed"]
+    assert engine.pool.checkedout() == 0
+    assert engine.pool.checkedin() == 1  # returned whole, not discarded mid-commit
+
+
+@pytest.mark.postgresql
+async def test_no_backend_is_left_idle_in_transaction(make_app, proxy, engine, database_url):
+    started = asyncio.Event()
+    app = _holding_app(make_app, proxy, started)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await call(app)
+    with anyio.move_on_after(0.3):
+        started.clear()
+        await call(app)
+    assert started.is_set()
+    assert engine.pool.checkedout() == 0
+    assert await idle_in_transaction(database_url) == []
+
+
+@pytest.mark.postgresql
+async def test_many_cancelled_requests_leak_nothing(make_app, proxy, engine, database_url):
+    started = asyncio.Event()
+    app = _holding_app(make_app, proxy, started)
+    # Two at a time, the pool's size: a leaked connection would stall the next round.
+    for _ in range(5):
+        tasks = [asyncio.create_task(call(app)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert engine.pool.checkedout() == 0
+    assert await idle_in_transaction(database_url) == []

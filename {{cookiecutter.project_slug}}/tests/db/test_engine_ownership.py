@@ -1,0 +1,141 @@
+"""Who disposes which engine, proxy bindings, and many apps in one process."""
+
+from contextlib import asynccontextmanager
+
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import (
+    ProxyBindingError,
+    SQLAlchemyMiddleware,
+    create_middleware_and_session_proxy,
+    db,
+)
+
+from .conftest import engine_args
+
+
+def count_disposals(engine: AsyncEngine) -> list[int]:
+    """The list grows by one each time `engine` is disposed."""
+    disposals: list[int] = []
+    event.listen(engine.sync_engine, "engine_disposed", lambda _: disposals.append(1))
+    return disposals
+
+
+def owned_app(pair, database_url, backend, lifespan=None):
+    """An app whose middleware makes its own engine, and the list of that engine's disposals."""
+    middleware_cls, _ = pair
+    disposals: list[int] = []
+
+    class Recording(middleware_cls):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            event.listen(self.engine.sync_engine, "engine_disposed", lambda _: disposals.append(1))
+            made.append(self)
+
+    made: list[SQLAlchemyMiddleware] = []
+    app = FastAPI(lifespan=lifespan)
+    app.add_middleware(Recording, db_url=database_url, engine_args=engine_args(backend))
+    return app, made, disposals
+
+
+async def test_owned_engine_is_disposed_once_at_shutdown(pair, database_url, backend):
+    app, made, disposals = owned_app(pair, database_url, backend)
+    async with LifespanManager(app):
+        assert disposals == []
+    assert disposals == [1]
+    await made[0].dispose()  # idempotent
+    assert disposals == [1]
+
+
+@asynccontextmanager
+async def failing_startup(app):
+    raise LookupError("startup failed")
+    yield
+
+
+@asynccontextmanager
+async def failing_shutdown(app):
+    yield
+    raise LookupError("shutdown failed")
+
+
+@pytest.mark.parametrize("lifespan", [failing_startup, failing_shutdown])
+async def test_owned_engine_is_disposed_after_a_failed_lifespan(
+    pair, database_url, backend, lifespan
+):
+    app, made, disposals = owned_app(pair, database_url, backend, lifespan=lifespan)
+    with pytest.raises(LookupError):
+        async with LifespanManager(app):
+            pass
+    assert disposals == [1]
+    await made[0].dispose()
+    assert disposals == [1]
+
+
+async def test_custom_engine_is_never_disposed(make_app, engine):
+    app = make_app()
+    disposals = count_disposals(engine)
+    async with LifespanManager(app):
+        pass
+    assert disposals == []
+
+
+async def test_rebinding_a_live_proxy_to_another_database_is_refused(pair, engine, tmp_path):
+    middleware, _ = pair
+    first = middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
+    with pytest.raises(ProxyBindingError, match="create_middleware_and_session_proxy"):
+        middleware(app=None, db_url=f"sqlite:///{tmp_path / 'other.db'}")  # type: ignore[arg-type]
+    await first.dispose()
+    second = middleware(app=None, db_url=f"sqlite:///{tmp_path / 'other.db'}")  # type: ignore[arg-type]
+    await second.dispose()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "not neither"),
+        ({"db_url": "sqlite://", "custom_engine": "engine"}, "not both"),
+        ({"custom_engine": "engine", "engine_args": {"echo": True}}, "engine_args only apply"),
+    ],
+)
+def test_middleware_needs_exactly_one_engine_source(engine, options, message):
+    options = {key: engine if value == "engine" else value for key, value in options.items()}
+    with pytest.raises(ValueError, match=message):
+        SQLAlchemyMiddleware(app=None, **options)  # type: ignore[arg-type]
+
+
+def query_app(middleware, proxy, **options) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(middleware, **options)
+
+    @app.get("/")
+    async def query() -> int:
+        return (await proxy.session.execute(text("SELECT 1"))).scalar_one()
+
+    return app
+
+
+async def test_fifty_apps_in_one_session(database_url, backend, client, items_table):
+    # Odd apps share the global `db` (same URL, so each new app takes the binding over);
+    # even ones get a pair of their own.
+    for number in range(50):
+        middleware, proxy = (
+            (SQLAlchemyMiddleware, db) if number % 2 else create_middleware_and_session_proxy()
+        )
+        app = query_app(middleware, proxy, db_url=database_url, engine_args=engine_args(backend))
+        async with LifespanManager(app), client(app) as http:
+            assert (await http.get("/")).json() == 1
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_test_client_without_with_serves_several_requests(pair, database_url, backend):
+    from fastapi.testclient import TestClient
+
+    middleware, proxy = pair
+    app = query_app(middleware, proxy, db_url=database_url, engine_args=engine_args(backend))
+    http = TestClient(app)  # no `with`: no lifespan, and a new event loop per request
+    assert [http.get("/").json() for _ in range(3)] == [1, 1, 1]

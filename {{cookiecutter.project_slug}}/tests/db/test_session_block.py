@@ -1,0 +1,148 @@
+"""`async with db():` blocks, the error messages around them, and pool checkout deadlines."""
+
+import asyncio
+import time
+
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.db import (
+    MissingSessionError,
+    PoolTimeoutError,
+    SessionNotInitialisedError,
+    create_middleware_and_session_proxy,
+)
+
+from .conftest import engine_args, items, names
+
+
+def test_unbound_proxy_says_to_add_the_middleware():
+    _, fresh = create_middleware_and_session_proxy()
+    with pytest.raises(SessionNotInitialisedError, match="add `SQLAlchemyMiddleware` to the app"):
+        fresh.session  # noqa: B018
+
+
+async def test_outside_a_request_says_to_open_a_block(pair, engine):
+    middleware, proxy = pair
+    middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
+    with pytest.raises(MissingSessionError, match=r"open `async with db\(\):`"):
+        proxy.session  # noqa: B018
+
+
+async def test_block_commits_on_exit_and_restores_the_outer_context(pair, engine):
+    middleware, proxy = pair
+    middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
+    async with proxy(commit_on_exit=True) as bound:
+        assert bound is proxy
+        outer = proxy.session
+        await outer.execute(text("SELECT 1"))
+        async with proxy(commit_on_exit=True):
+            assert proxy.session is not outer
+            await proxy.session.execute(insert(items).values(name="inner"))
+        assert proxy.session is outer
+        # Written after the inner block committed: SQLite allows one writer at a time.
+        await outer.execute(insert(items).values(name="outer"))
+    with pytest.raises(MissingSessionError):
+        proxy.session  # noqa: B018
+    assert await names(engine) == ["inner", "outer"]
+    assert engine.pool.checkedout() == 0
+
+
+async def test_block_that_raises_rolls_back_and_restores_the_outer_context(pair, engine):
+    middleware, proxy = pair
+    middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
+    async with proxy():
+        outer = proxy.session
+        with pytest.raises(LookupError):
+            await _write_then_raise(proxy)
+        assert proxy.session is outer
+    assert await names(engine) == []
+    assert engine.pool.checkedout() == 0
+
+
+async def test_block_session_refuses_work_after_the_block(pair, engine):
+    middleware, proxy = pair
+    middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
+    async with proxy():
+        kept = proxy.session
+        await kept.execute(text("SELECT 1"))
+    with pytest.raises(sqlalchemy.exc.InvalidRequestError, match="permanently closed"):
+        await kept.execute(text("SELECT 1"))
+
+
+async def test_nested_block_fails_fast_when_the_pool_is_full(pair, engine):
+    middleware, proxy = pair
+    middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
+    async with engine.connect() as other:  # the second of the pool's two connections
+        await other.execute(text("SELECT 1"))
+        async with proxy():
+            await proxy.session.execute(text("SELECT 1"))
+            started = time.monotonic()
+            with pytest.raises(PoolTimeoutError, match="nested `async with db"):
+                async with proxy():
+                    await proxy.session.execute(text("SELECT 1"))
+            assert time.monotonic() - started < 1  # pool_timeout is 3 s
+    assert engine.pool.checkedout() == 0
+
+
+async def test_pool_checkout_deadline_raises_the_typed_error(pair, database_url, backend):
+    middleware, proxy = pair
+    engine = create_async_engine(database_url, **engine_args(backend, pool_timeout=0.2))
+    middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
+    try:
+        async with engine.connect() as first, engine.connect() as second:
+            await first.execute(text("SELECT 1"))
+            await second.execute(text("SELECT 1"))
+            with pytest.raises(PoolTimeoutError) as caught:
+                async with proxy():
+                    await proxy.session.execute(text("SELECT 1"))
+        assert engine.pool.checkedout() == 0
+    finally:
+        await engine.dispose()
+    assert isinstance(caught.value, sqlalchemy.exc.TimeoutError)
+    assert isinstance(caught.value, TimeoutError)
+    assert "pool_size / max_overflow" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_concurrent": 0, "multi_sessions": True}, "max_concurrent must be 1 or more"),
+        ({"max_concurrent": 2}, "only applies with multi_sessions=True"),
+    ],
+)
+def test_bad_block_options_are_refused(proxy, options, message):
+    with pytest.raises(ValueError, match=message):
+        proxy(**options)
+
+
+async def test_block_session_args_override_the_defaults(pair, engine):
+    middleware, proxy = pair
+    middleware(app=None, custom_engine=engine, session_args={"autoflush": False})  # type: ignore[arg-type]
+    async with proxy(session_args={"expire_on_commit": True, "autoflush": True}):
+        assert proxy.session.sync_session.expire_on_commit is True
+        assert proxy.session.sync_session.autoflush is True
+    async with proxy():
+        assert proxy.session.sync_session.expire_on_commit is False
+        assert proxy.session.sync_session.autoflush is False
+
+
+async def test_concurrent_blocks_in_tasks_do_not_see_each_other(pair, engine):
+    middleware, proxy = pair
+    middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
+
+    async def one() -> int:
+        async with proxy():
+            await asyncio.sleep(0)
+            return id(proxy.session)
+
+    first, second = await asyncio.gather(one(), one())
+    assert first != second
+
+
+async def _write_then_raise(proxy) -> None:
+    async with proxy(commit_on_exit=True):
+        await proxy.session.execute(insert(items).values(name="lost"))
+        raise LookupError
