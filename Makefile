@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEMPLATE := {{cookiecutter.project_slug}}
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo clean
+.PHONY: help install test demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ test: install ## Lint the template's tests and run them: bake every variant and 
 demo: install ## Bake the default answers into ./demo/ and run its `make dev`
 	@test -d demo/my-service || $(BIN)/cookiecutter --no-input --output-dir demo .
 	$(MAKE) -C demo/my-service dev
+
+bench: ## Benchmark the session layer against its peers on PostgreSQL (about 8 minutes; BENCH_ARGS=--quick for a smoke run)
+	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
 
 clean: ## Remove the virtualenv, the demo and caches
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache .mypy_cache

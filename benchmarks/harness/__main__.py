@@ -1,0 +1,268 @@
+"""Run the benchmark: seed the database, measure the export's memory, interleave the rounds."""
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import asyncpg
+
+from . import database
+from .contestants import ENDPOINTS, SERVICE, Contestant, contestants
+from .load import CONNECTIONS, measure
+from .memory import MemorySample, measure_export
+from .profile import profile
+from .report import Results, Round, render
+from .server import Server, ServerError, request, running, set_up
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+# Rounds, warm-up seconds and measured seconds per endpoint.
+FULL = (3, 2, 5)
+QUICK = (1, 1, 3)
+ROWS = 1_000_000
+PACKAGES = (
+    "fastapi", "starlette", "pydantic", "sqlalchemy", "asyncpg", "uvicorn", "uvloop",
+    "httptools", "fastapi-async-sqlalchemy",
+)  # fmt: skip
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
+    parser.add_argument("--project", type=Path, required=True, help="the baked service")
+    parser.add_argument(
+        "--database-url",
+        default="postgresql://postgres@127.0.0.1:5432/bench",
+        help="a PostgreSQL database for the benchmark; created when missing, its items "
+        "table dropped and rebuilt",
+    )
+    parser.add_argument("--quick", action="store_true", help="one short round, for a smoke run")
+    parser.add_argument("--rounds", type=int, help="rounds of every contestant (default 3)")
+    parser.add_argument("--warmup", type=int, help="warm-up seconds per endpoint (default 2)")
+    parser.add_argument("--seconds", type=int, help="measured seconds per endpoint (default 5)")
+    parser.add_argument("--rows", type=int, default=ROWS, help="rows seeded and exported")
+    parser.add_argument(
+        "--only", help="comma-separated contestant keys to run (the baseline always runs)"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="KEY:ENDPOINT",
+        help="instead of the rounds, profile one contestant on one endpoint with py-spy, "
+        f"e.g. app-db:insert (endpoints: {', '.join(ENDPOINTS)})",
+    )
+    arguments = parser.parse_args()
+    rounds, warmup, seconds = QUICK if arguments.quick else FULL
+    arguments.rounds = arguments.rounds or rounds
+    arguments.warmup = arguments.warmup or warmup
+    arguments.seconds = arguments.seconds or seconds
+    return arguments
+
+
+def _defaults(arguments: argparse.Namespace) -> bool:
+    """Whether this is the full run with every default, whose table the docs quote."""
+    return (
+        (arguments.rounds, arguments.warmup, arguments.seconds) == FULL
+        and arguments.rows == ROWS
+        and arguments.only is None
+    )
+
+
+def _cores() -> tuple[int, int]:
+    """One core for the server and another for wrk."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        sys.exit("The benchmark needs two cores, one for the server and one for wrk.")
+    return available[-1], available[0]
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _selected(everyone: list[Contestant], only: str | None) -> list[Contestant]:
+    if only is None:
+        return everyone
+    keys = {"baseline", *only.split(",")}
+    unknown = keys - {c.key for c in everyone}
+    if unknown:
+        sys.exit(f"Unknown contestant {', '.join(sorted(unknown))}; choose from "
+                 f"{', '.join(c.key for c in everyone)}.")  # fmt: skip
+    return [c for c in everyone if c.key in keys]
+
+
+def _memory(
+    chosen: list[Contestant], *, rows: int, cpu: int, url: str
+) -> dict[str, MemorySample | str]:
+    outcomes: dict[str, MemorySample | str] = {}
+    for contestant in chosen:
+        if contestant.export is None:
+            if contestant.key == SERVICE:
+                outcomes[contestant.key] = "missing: the baked service has no export route yet"
+            continue
+        _log(f"memory: streaming {rows:,} rows from {contestant.title}")
+        try:
+            sample = measure_export(contestant, cpu=cpu, database_url=url)
+        except (ServerError, RuntimeError, OSError) as error:
+            outcomes[contestant.key] = f"failed: {str(error).splitlines()[0]}"
+            _log(f"  failed: {error}")
+            continue
+        if sample.rows != rows:
+            outcomes[contestant.key] = f"failed: exported {sample.rows:,} rows of {rows:,}"
+        else:
+            outcomes[contestant.key] = sample
+        _log(f"  {sample.rows:,} rows in {sample.seconds:.1f} s, growth {sample.growth_mb:.1f} MB")
+    return outcomes
+
+
+def _round(
+    number: int,
+    order: list[Contestant],
+    failures: dict[str, str],
+    arguments: argparse.Namespace,
+    cores: tuple[int, int],
+    url: str,
+) -> Round:
+    """Start every contestant, then load one endpoint on each in turn before the next endpoint,
+    so that a contestant and the baseline are measured at most a few seconds apart."""
+    server_cpu, wrk_cpu = cores
+    measured: Round = {}
+    with contextlib.ExitStack() as stack:
+        started: list[tuple[Contestant, Server]] = []
+        for contestant in order:
+            if contestant.key in failures:
+                continue
+            try:
+                server = stack.enter_context(running(contestant, cpu=server_cpu, database_url=url))
+                # A contestant that answers wrongly must not score.
+                for check in contestant.routes.values():
+                    request(server.port, check)
+            except (ServerError, OSError, http.client.HTTPException) as error:
+                failures[contestant.key] = str(error) or type(error).__name__
+                _log(f"{contestant.title} did not run: {failures[contestant.key]}")
+                continue
+            started.append((contestant, server))
+        for endpoint in ENDPOINTS:
+            for contestant, server in started:
+                route = contestant.routes.get(endpoint)
+                if route is None:
+                    continue
+                sample = measure(
+                    server, route, warmup=arguments.warmup, seconds=arguments.seconds, cpu=wrk_cpu
+                )
+                measured.setdefault(contestant.key, {})[endpoint] = sample
+                _log(
+                    f"round {number}/{arguments.rounds} {endpoint:6} {contestant.title:32}"
+                    f"{sample.rps:7,.0f} req/s  p50 {sample.p50_ms:5.1f} ms  "
+                    f"p99 {sample.p99_ms:6.1f} ms  {sample.cpu_us_per_request:5,.0f} µs CPU/req"
+                    + (f"  {sample.errors} errors" if sample.errors else "")
+                )
+    return measured
+
+
+def _versions() -> str:
+    found = []
+    for name in PACKAGES:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    return ", ".join(
+        [f"Python {platform.python_version()}", *found, wrk.stdout.split(" [")[0].strip()]
+    )
+
+
+def main() -> int:
+    arguments = _arguments()
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    cores = _cores()
+    url = arguments.database_url
+    service_dsn = database.with_database(url, database.name(url) + "_service")
+    everyone = contestants(arguments.project, service_dsn, rows=arguments.rows)
+    chosen = _selected(everyone, arguments.only)
+    sqlalchemy_url = database.sqlalchemy_url(url)
+
+    _log(f"database: rebuilding items with {arguments.rows:,} rows")
+    try:
+        postgres = database.prepare(url, rows=arguments.rows)
+    except (OSError, asyncpg.PostgresError) as error:
+        sys.exit(
+            f"PostgreSQL at {url} refused the benchmark ({error}). Start it, or point "
+            "--database-url at a server where this user may create databases."
+        )
+    failures: dict[str, str] = {}
+    for contestant in chosen:
+        if contestant.database is not None:
+            _log(f"database: recreating the {contestant.title}'s database and running its setup")
+            database.recreate(contestant.database)
+            try:
+                set_up(contestant, database_url=sqlalchemy_url)
+            except ServerError as error:
+                failures[contestant.key] = str(error)
+                _log(f"  failed: {error}")
+    if arguments.profile:
+        key, _, endpoint = arguments.profile.partition(":")
+        matches = [c for c in chosen if c.key == key and endpoint in c.routes]
+        if not matches:
+            sys.exit(
+                f"--profile wants KEY:ENDPOINT, such as app-db:insert; keys are "
+                f"{', '.join(c.key for c in chosen)} and endpoints {', '.join(ENDPOINTS)}."
+            )
+        profile(
+            matches[0], endpoint, seconds=arguments.seconds, cores=cores,
+            database_url=sqlalchemy_url, output=RESULTS / "profiles",
+        )  # fmt: skip
+        return 0
+    memory = _memory(chosen, rows=arguments.rows, cpu=cores[0], url=sqlalchemy_url)
+
+    rounds = []
+    for number in range(arguments.rounds):
+        # Rotate the order so that no contestant always runs first or last.
+        shift = number % len(chosen)
+        order = chosen[shift:] + chosen[:shift]
+        rounds.append(_round(number + 1, order, failures, arguments, cores, sqlalchemy_url))
+
+    minutes = (time.monotonic() - started) / 60
+    # Only a run with every default replaces the table the docs quote.
+    kind = "quick" if arguments.quick else "full" if _defaults(arguments) else "custom"
+    stem = "latest" if kind == "full" else kind
+    header = [
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {kind} run "
+        f"of {minutes:.1f} min: {arguments.rounds} round(s), each endpoint warmed up for "
+        f"{arguments.warmup} s and measured for {arguments.seconds} s with wrk "
+        f"({CONNECTIONS} connections, 1 thread, core {cores[1]}); uvicorn on core {cores[0]} "
+        f"(1 worker, uvloop, httptools, no access log); {postgres}; pool of 10, no overflow; "
+        f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after.",
+        "",
+        _versions() + ".",
+    ]
+    results = Results(chosen, rounds, failures, memory, header)
+    markdown = render(results)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.md").write_text(markdown)
+    raw = {
+        "rounds": [
+            {key: {e: asdict(s) for e, s in samples.items()} for key, samples in measured.items()}
+            for measured in rounds
+        ],
+        "failures": failures,
+        "memory": {k: v if isinstance(v, str) else asdict(v) for k, v in memory.items()},
+    }
+    (RESULTS / f"{stem}.json").write_text(json.dumps(raw, indent=2) + "\n")
+    print(markdown)
+    _log(f"written to {RESULTS / stem}.md in {minutes:.1f} min")
+    failed = failures or any(isinstance(v, str) and v.startswith("failed") for v in memory.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The contestants, the endpoints they serve and the requests that measure them."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .database import sqlalchemy_url
+
+__all__ = [
+    "BASELINE",
+    "ENDPOINTS",
+    "PEER",
+    "SERVICE",
+    "SESSION_LAYER",
+    "Contestant",
+    "Route",
+    "contestants",
+]
+
+APPS = Path(__file__).resolve().parent.parent / "apps"
+
+# Keys and titles of the measured endpoints, in the order they are run and reported.
+ENDPOINTS = {
+    "no-db": "no database",
+    "read": "read one row by primary key",
+    "list": "list 50 rows",
+    "insert": "insert with commit",
+}
+
+# The same as ENGINE_ARGS in apps/items.py, which the other contestants import.
+POOL = {"pool_size": 10, "max_overflow": 0}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One HTTP request: `{tag}` in the body becomes a token unique to the wrk run,
+    and `{n}` a counter per request, so inserts never hit a unique constraint."""
+
+    method: str
+    path: str
+    body: str | None = None
+    status: int = 200
+    # For a list endpoint: how many items the JSON array must hold.
+    length: int | None = None
+
+
+@dataclass(frozen=True)
+class Contestant:
+    """A server under test: a uvicorn target and the routes it serves per endpoint."""
+
+    key: str
+    title: str
+    target: str
+    app_dir: Path
+    routes: dict[str, Route]
+    factory: bool = False
+    # Extra directories for the server's sys.path and extra environment.
+    path: tuple[Path, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    # The NDJSON export the memory benchmark streams, when the contestant has one.
+    export: Route | None = None
+    # A database of its own, dropped and created empty on every run, then prepared
+    # by the `setup` commands (arguments to the venv's python, run in `app_dir`).
+    database: str | None = None
+    setup: tuple[tuple[str, ...], ...] = ()
+
+
+def _shared_routes(rows: int) -> dict[str, Route]:
+    return {
+        "no-db": Route("GET", "/ping"),
+        # A row from the middle of the seeded table.
+        "read": Route("GET", f"/items/{rows // 2 + 1}"),
+        "list": Route("GET", "/items", length=50),
+        "insert": Route("POST", "/items", body='{"name": "new-{tag}-{n}", "value": 7}', status=201),
+    }
+
+
+# The baked service's own endpoints. The example API (users and notes, with its
+# streaming export) is not in the template yet; each endpoint it adds goes here,
+# and the report lists every endpoint missing from this table.
+SERVICE_ROUTES = {
+    "no-db": Route("GET", "/health/live"),
+}
+
+SESSION_LAYER = "app-db"
+SERVICE = "service"
+BASELINE = "baseline"
+PEER = "peer"
+
+
+def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestant]:
+    """The five contestants, for a service baked into `project` and `rows` seeded items.
+
+    The service gets a database of its own (`service_dsn`, a libpq URL), built by its
+    own migrations: it refuses to start on a database that is not up to date.
+    """
+    shared = _shared_routes(rows)
+    return [
+        Contestant(
+            key=SESSION_LAYER,
+            title="app/db layer",
+            target="session_layer:app",
+            app_dir=APPS,
+            routes=shared,
+            path=(project,),
+            export=Route("GET", "/export"),
+        ),
+        Contestant(
+            key=SERVICE,
+            title="baked service",
+            target="app.main:create_app",
+            factory=True,
+            app_dir=project,
+            routes=SERVICE_ROUTES,
+            env={
+                "DATABASE_URL": sqlalchemy_url(service_dsn),
+                # The service's settings for the pool every contestant gets.
+                "DATABASE_POOL_SIZE": str(POOL["pool_size"]),
+                "DATABASE_MAX_OVERFLOW": str(POOL["max_overflow"]),
+            },
+            database=service_dsn,
+            setup=(("-m", "app.migrate", "upgrade"),),
+        ),
+        Contestant(
+            key=BASELINE,
+            title="Depends (baseline)",
+            target="baseline:app",
+            app_dir=APPS,
+            routes=shared,
+        ),
+        Contestant(
+            key=PEER,
+            title="fastapi-async-sqlalchemy 0.8.1",
+            target="peer:app",
+            app_dir=APPS,
+            routes=shared,
+        ),
+        Contestant(
+            key="asyncpg",
+            title="raw asyncpg",
+            target="raw_asyncpg:app",
+            app_dir=APPS,
+            routes=shared,
+        ),
+    ]

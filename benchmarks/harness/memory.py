@@ -1,0 +1,65 @@
+"""The export's memory benchmark: the server's resident memory growth while streaming every row."""
+
+import http.client
+import time
+from dataclasses import dataclass
+
+from .contestants import Contestant
+from .server import Server, request, running
+
+__all__ = ["MemorySample", "measure_export"]
+
+CHUNK = 64 * 1024
+EXPORT_TIMEOUT_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class MemorySample:
+    rows: int
+    seconds: float
+    rss_before_mb: float
+    peak_mb: float
+
+    @property
+    def growth_mb(self) -> float:
+        return self.peak_mb - self.rss_before_mb
+
+
+def _stream(server: Server, path: str) -> int:
+    """Read the whole NDJSON body, keeping none of it, and count its lines."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path} answered {response.status}: {response.read(300)!r}")
+        deadline = time.monotonic() + EXPORT_TIMEOUT_SECONDS
+        lines = 0
+        while chunk := response.read(CHUNK):
+            lines += chunk.count(b"\n")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"GET {path} took longer than {EXPORT_TIMEOUT_SECONDS} s")
+        return lines
+    finally:
+        connection.close()
+
+
+def measure_export(contestant: Contestant, *, cpu: int, database_url: str) -> MemorySample:
+    """Stream the contestant's export once and report how far its resident memory rose."""
+    if contestant.export is None:
+        raise ValueError(f"{contestant.title} has no export route")
+    with running(contestant, cpu=cpu, database_url=database_url) as server:
+        # Let the first database request build the pool, the dialect and its
+        # caches, so that the growth measured is the export's own.
+        for route in contestant.routes.values():
+            if route.method == "GET":
+                request(server.port, route)
+        before = server.memory_kib("VmRSS")
+        server.reset_peak_memory()
+        started = time.monotonic()
+        rows = _stream(server, contestant.export.path)
+        seconds = time.monotonic() - started
+        peak = server.memory_kib("VmHWM")
+    return MemorySample(
+        rows=rows, seconds=seconds, rss_before_mb=before * 1024 / 1e6, peak_mb=peak * 1024 / 1e6
+    )

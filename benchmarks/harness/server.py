@@ -1,0 +1,185 @@
+"""A contestant's uvicorn process, pinned to one core, its CPU time and memory read from /proc."""
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .contestants import Contestant, Route
+
+__all__ = ["Server", "ServerError", "request", "running", "set_up"]
+
+STARTUP_SECONDS = 30
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class ServerError(RuntimeError):
+    """The contestant did not start, or answered a check request wrongly.
+
+    The first line of the message says what happened, ending with the last
+    line of the server's log (usually the exception); the log's tail follows.
+    """
+
+    def __init__(self, message: str, log: Path | None = None) -> None:
+        lines = log.read_text(errors="replace").splitlines()[-25:] if log else []
+        if lines:
+            message = "\n".join([f"{message}: {lines[-1].strip()}", *lines])
+        super().__init__(message)
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
+        self.process = process
+        self.port = port
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the server process, all threads included."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        # Fields after the parenthesised command name; utime and stime are
+        # fields 14 and 15 of proc(5), so 11 and 12 here.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+    def memory_kib(self, field: str) -> int:
+        """A memory figure from /proc/<pid>/status, such as VmRSS or VmHWM, in KiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise ServerError(f"/proc/{self.pid}/status has no {field} line")
+
+    def reset_peak_memory(self) -> None:
+        """Make VmHWM start again from the current resident size (proc(5), clear_refs)."""
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+
+
+def request(port: int, route: Route, tag: str = "check") -> Any:
+    """Send `route` once and return its decoded JSON, or raise ServerError."""
+    body = route.body.replace("{tag}", tag).replace("{n}", "0") if route.body else None
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/json"} if body else {}
+        connection.request(route.method, route.path, body=body, headers=headers)
+        response = connection.getresponse()
+        payload = response.read()
+    finally:
+        connection.close()
+    if response.status != route.status:
+        raise ServerError(
+            f"{route.method} {route.path} answered {response.status}, expected {route.status}: "
+            f"{payload[:300]!r}"
+        )
+    try:
+        decoded = json.loads(payload)
+    except ValueError as error:
+        raise ServerError(
+            f"{route.method} {route.path} answered with no JSON: {payload[:300]!r}"
+        ) from error
+    if route.length is not None and len(decoded) != route.length:
+        raise ServerError(
+            f"{route.method} {route.path} returned {len(decoded)} items, expected {route.length}"
+        )
+    return decoded
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until_ready(server: Server, probe: Route, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise ServerError(f"exited with code {server.process.returncode}", log)
+        try:
+            request(server.port, probe)
+        except (ConnectionError, http.client.HTTPException, TimeoutError):
+            time.sleep(0.1)
+        else:
+            return
+    raise ServerError(f"did not answer within {STARTUP_SECONDS} s", log)
+
+
+def _environment(contestant: Contestant, database_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "BENCH_DATABASE_URL": database_url,
+        "PYTHONPATH": os.pathsep.join(str(path) for path in contestant.path),
+        **contestant.env,
+    }
+
+
+def set_up(contestant: Contestant, *, database_url: str) -> None:
+    """Run the contestant's setup commands, such as its migrations; ServerError if one fails."""
+    for command in contestant.setup:
+        completed = subprocess.run(
+            [sys.executable, *command],
+            cwd=contestant.app_dir,
+            env=_environment(contestant, database_url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if completed.returncode != 0:
+            output = (completed.stdout + completed.stderr).strip().splitlines()
+            last = output[-1] if output else "no output"
+            raise ServerError(
+                "\n".join([f"setup {' '.join(command)} failed: {last}", *output[-25:]])
+            )
+
+
+@contextlib.contextmanager
+def running(contestant: Contestant, *, cpu: int, database_url: str) -> Iterator[Server]:
+    """Start the contestant under uvicorn on core `cpu`, wait until it answers, stop it after."""
+    port = _free_port()
+    command = [
+        "taskset", "-c", str(cpu),
+        sys.executable, "-m", "uvicorn", contestant.target,
+        "--app-dir", str(contestant.app_dir),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--loop", "uvloop", "--http", "httptools",
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    if contestant.factory:
+        command.append("--factory")
+    env = _environment(contestant, database_url)
+    with tempfile.NamedTemporaryFile(prefix=f"bench-{contestant.key}-", suffix=".log") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=contestant.app_dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        server = Server(process, port)
+        try:
+            _wait_until_ready(server, contestant.routes["no-db"], Path(log.name))
+            yield server
+        finally:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
