@@ -13,21 +13,32 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_all_lists_the_public_names():
     assert sorted(app.db.__all__) == sorted(
         [
+            "INCLUDE_DELETED",
+            "NAMING_CONVENTION",
+            "Base",
+            "CreatedAtMixin",
             "DBSessionMeta",
             "DBSessionType",
             "MissingSessionError",
             "PoolTimeoutError",
+            "PortableJSON",
             "ProxyBindingError",
+            "QueryMixin",
             "SQLAlchemyMiddleware",
             "SessionBlock",
             "SessionFinalizedError",
             "SessionNotInitialisedError",
             "SessionProxy",
+            "SoftDeleteMixin",
+            "TimestampMixin",
+            "UTCDateTime",
+            "UtcNow",
             "create_engine",
             "create_middleware_and_session_proxy",
             "create_session_factory",
             "db",
             "to_async_url",
+            "utc_now",
         ]
     )
     assert all(hasattr(app.db, name) for name in app.db.__all__)

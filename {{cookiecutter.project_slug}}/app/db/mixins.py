@@ -1,0 +1,60 @@
+"""Column mixins for models: creation and update timestamps, and soft deletion."""
+
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .column_types import UTCDateTime, UtcNow
+
+__all__ = ["INCLUDE_DELETED", "CreatedAtMixin", "SoftDeleteMixin", "TimestampMixin", "utc_now"]
+
+# The execution option that lets soft-deleted rows through the filter that
+# app.events installs: select(Note).execution_options(**INCLUDE_DELETED).
+INCLUDE_DELETED = {"include_deleted": True}
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def _timestamp() -> Mapped[datetime]:
+    # Set in Python so the ORM knows the value without reading it back (an expired
+    # attribute would need an awaited refresh under asyncio); the server default covers
+    # rows inserted with plain SQL.
+    return mapped_column(UTCDateTime(), default=utc_now, server_default=UtcNow())
+
+
+class CreatedAtMixin:
+    """A `created_at` column: when the row was inserted, in UTC."""
+
+    created_at: Mapped[datetime] = _timestamp()
+
+
+class TimestampMixin:
+    """`created_at` and `updated_at`; app.events moves `updated_at` on every change."""
+
+    created_at: Mapped[datetime] = _timestamp()
+    updated_at: Mapped[datetime] = _timestamp()
+
+
+class SoftDeleteMixin:
+    """A `deleted_at` column; rows where it is set are hidden from ordinary queries.
+
+    The hiding is done by the `do_orm_execute` listener in app.events. To see deleted
+    rows too, run the statement with `execution_options(**INCLUDE_DELETED)`.
+    """
+
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def soft_delete(self) -> None:
+        """Mark the row deleted; it is written at the next flush, like any change."""
+        self.deleted_at = utc_now()
+
+    def restore(self) -> None:
+        """Bring a soft-deleted row back."""
+        self.deleted_at = None

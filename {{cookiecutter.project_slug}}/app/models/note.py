@@ -1,0 +1,28 @@
+"""The example API's notes, each written by one user; soft-deleted."""
+
+import uuid
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db.base import Base
+from app.db.mixins import SoftDeleteMixin, TimestampMixin
+from app.models.user import User
+
+__all__ = ["Note"]
+
+
+class Note(TimestampMixin, SoftDeleteMixin, Base):
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text, default="")
+
+    author: Mapped[User] = relationship(back_populates="notes")
+
+    def __repr__(self) -> str:
+        return f"Note(id={self.id!r}, title={self.title!r})"

@@ -1,0 +1,39 @@
+"""The example API's users: unique, normalised e-mail and username; soft-deleted."""
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db.base import Base
+from app.db.mixins import SoftDeleteMixin, TimestampMixin
+from app.events import NORMALIZE
+
+if TYPE_CHECKING:
+    from app.models.note import Note
+
+__all__ = ["User"]
+
+
+def canonical(value: str) -> str:
+    """The form in which e-mails and usernames are stored and compared."""
+    return value.strip().lower()
+
+
+class User(TimestampMixin, SoftDeleteMixin, Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    # 320 characters is the longest address RFC 5321 allows.
+    email: Mapped[str] = mapped_column(String(320), unique=True, info={NORMALIZE: canonical})
+    username: Mapped[str] = mapped_column(String(64), unique=True, info={NORMALIZE: canonical})
+    full_name: Mapped[str] = mapped_column(String(200), default="")
+    preferences: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    # Load explicitly under asyncio: selectinload(User.notes) in the query, or
+    # `await user.awaitable_attrs.notes`; a plain attribute access cannot await.
+    notes: Mapped[list["Note"]] = relationship(back_populates="author", order_by="Note.id")
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id!s}, username={self.username!r})"

@@ -1,0 +1,152 @@
+"""sync() builds or upgrades; the startup check refuses a database the code cannot run on."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, text
+
+from app.migrate import (
+    MigrationStateError,
+    alembic_config,
+    check,
+    current_revision,
+    databases,
+    ensure_up_to_date,
+    is_up_to_date,
+    sync,
+    target_metadata,
+    upgrade,
+)
+from app.migrate import main as migrate_cli
+from app.settings import get_settings
+from tests.migrations.conftest import NewDatabase
+from tests.migrations.test_migrations import _head, _tables
+
+
+@pytest.fixture(params=databases())
+def database(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+async def test_sync_creates_an_empty_database_then_upgrades(
+    new_database: NewDatabase, database: str
+) -> None:
+    engine = await new_database()
+
+    assert await sync(engine, database=database) == "created"
+    assert await is_up_to_date(engine, database=database)
+    assert await _tables(engine) == set(target_metadata(alembic_config(database)).tables)
+    # What create_all() built is exactly what the migrations build.
+    await check(engine, database=database)
+
+    assert await sync(engine, database=database) == "upgraded"
+    assert await current_revision(engine) == _head(database)
+
+
+async def test_sync_upgrades_a_migrated_database(new_database: NewDatabase, database: str) -> None:
+    engine = await new_database()
+    await upgrade(engine, "base", database=database)
+
+    assert await sync(engine, database=database) == "upgraded"
+    assert await is_up_to_date(engine, database=database)
+
+
+async def test_sync_refuses_tables_it_did_not_make(
+    new_database: NewDatabase, database: str
+) -> None:
+    engine = await new_database()
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE legacy (id INTEGER PRIMARY KEY)"))
+
+    with pytest.raises(MigrationStateError, match="alembic stamp head"):
+        await sync(engine, database=database)
+
+
+async def test_startup_check_passes_at_head(new_database: NewDatabase, database: str) -> None:
+    engine = await new_database()
+    await upgrade(engine, database=database)
+
+    await ensure_up_to_date(engine, database=database)
+
+
+async def test_startup_check_refuses_an_unmigrated_database(
+    new_database: NewDatabase, database: str
+) -> None:
+    engine = await new_database()
+    if _head(database) is None:
+        # No migrations yet: an empty database is exactly what the code expects.
+        await ensure_up_to_date(engine, database=database)
+        return
+    with pytest.raises(MigrationStateError, match=r"make migrate"):
+        await ensure_up_to_date(engine, database=database)
+
+
+async def test_startup_check_refuses_an_unknown_revision(
+    new_database: NewDatabase, database: str
+) -> None:
+    engine = await new_database()
+    await upgrade(engine, database=database)
+    async with engine.begin() as connection:
+        await connection.execute(text("DELETE FROM alembic_version"))
+        await connection.execute(text("INSERT INTO alembic_version VALUES ('feedfacecafe')"))
+
+    with pytest.raises(MigrationStateError, match="feedfacecafe, which this code does not know"):
+        await ensure_up_to_date(engine, database=database)
+
+
+async def test_startup_check_refuses_a_database_ahead_of_the_code(
+    new_database: NewDatabase, database: str, tmp_path: Path
+) -> None:
+    """A newer release added a migration and ran it; this release must not start."""
+    engine = await new_database()
+    newer = alembic_config(database)
+    versions = tmp_path / "versions"
+    shutil.copytree(newer.get_main_option("version_locations") or "", versions)
+    newer.set_main_option("version_locations", str(versions))
+    newer.set_section_option("post_write_hooks", "hooks", "")
+    command.revision(newer, message="from a newer release", rev_id="0123456789ab")
+
+    def upgrade_with_newer_code(connection: Connection, config: Config) -> None:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "heads")
+
+    async with engine.begin() as connection:
+        await connection.run_sync(upgrade_with_newer_code, newer)
+
+    with pytest.raises(MigrationStateError, match=r"0123456789ab.*newer release"):
+        await ensure_up_to_date(engine, database=database)
+
+
+async def test_command_line(
+    new_database: NewDatabase,
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    engine = await new_database()
+    setting = alembic_config(database).get_main_option("database_url_setting") or ""
+    monkeypatch.setenv(setting.upper(), engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("SECRET_KEY", "test-secret")
+    get_settings.cache_clear()
+    try:
+        assert await migrate_cli(["sync", "--database", database]) == 0
+        assert await migrate_cli(["verify", "--database", database]) == 0
+        assert await migrate_cli(["current", "--database", database]) == 0
+        async with engine.begin() as connection:
+            await connection.execute(text("DELETE FROM alembic_version"))
+            await connection.execute(text("INSERT INTO alembic_version VALUES ('feedfacecafe')"))
+        assert await migrate_cli(["verify", "--database", database]) == 1
+    finally:
+        get_settings.cache_clear()
+
+    out, err = capsys.readouterr()
+    assert f"{database} database" in out
+    assert ": created" in out
+    assert "up to date" in out
+    assert f"at {_head(database) or 'base'}" in out
+    assert "error:" in err
+    assert "feedfacecafe" in err

@@ -1,0 +1,190 @@
+"""get_by_pk, get_one, get_or_create and update_or_create on one session."""
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import Receive, Scope, Send
+
+from app.db import MissingSessionError, SQLAlchemyMiddleware, db
+from app.db.mixins import INCLUDE_DELETED
+from tests.models.scratch import Member
+
+
+async def test_get_by_pk_finds_the_row_or_returns_none(
+    sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with sessions() as session:
+        member = Member(handle=handle)
+        session.add(member)
+        await session.commit()
+
+        assert await Member.get_by_pk(session, member.id) is member
+        assert await Member.get_by_pk(session, uuid.uuid4()) is None
+
+
+async def test_get_by_pk_names_the_fix_when_the_session_is_left_out_positionally(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    with pytest.raises(TypeError, match=r"Member\.get_by_pk\(pk=\.\.\.\)"):
+        await Member.get_by_pk(uuid.uuid4())  # type: ignore[arg-type]
+
+
+async def test_get_one_raises_for_none_and_for_many(
+    sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with sessions() as session:
+        session.add_all(
+            [Member(handle=f"{handle}-1", team=handle), Member(handle=f"{handle}-2", team=handle)]
+        )
+        await session.commit()
+
+        assert (await Member.get_one(session, handle=f"{handle}-1")).team == handle
+        with pytest.raises(NoResultFound):
+            await Member.get_one(session, handle=f"{handle}-missing")
+        with pytest.raises(MultipleResultsFound):
+            await Member.get_one(session, team=handle)
+
+
+async def test_get_or_create_creates_once_and_applies_defaults_only_on_create(
+    sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with sessions() as session:
+        first, created = await Member.get_or_create(session, handle=handle, defaults={"score": 7})
+        again, created_again = await Member.get_or_create(
+            session, handle=handle, defaults={"score": 9}
+        )
+        await session.commit()
+
+    assert (created, created_again) == (True, False)
+    assert again is first
+    assert again.score == 7
+
+
+async def test_update_or_create_updates_an_existing_row(
+    sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with sessions() as session:
+        member, created = await Member.update_or_create(
+            session, handle=handle, defaults={"score": 1}
+        )
+        same, created_again = await Member.update_or_create(
+            session, handle=handle, defaults={"score": 2}
+        )
+        await session.commit()
+
+    async with sessions() as session:
+        stored = await Member.get_one(session, handle=handle)
+    assert (created, created_again) == (True, False)
+    assert same is member
+    assert stored.score == 2
+
+
+@pytest.mark.parametrize("helper", ["get_or_create", "update_or_create"])
+async def test_a_row_committed_by_another_transaction_in_between_is_returned(
+    sessions: async_sessionmaker[AsyncSession],
+    handle: str,
+    monkeypatch: pytest.MonkeyPatch,
+    helper: str,
+) -> None:
+    """Another transaction commits the same key after our lookup and before our INSERT."""
+    winner = Member(handle=handle, score=1)
+
+    async def commit_the_winner() -> None:
+        async with sessions() as other:
+            other.add(winner)
+            await other.commit()
+
+    async with sessions() as session:
+        _before_the_first_savepoint(session, monkeypatch, commit_the_winner)
+        found, created = await getattr(Member, helper)(
+            session, handle=handle, defaults={"score": 2}
+        )
+        # Our INSERT failed inside the savepoint only; the transaction goes on.
+        count = (await session.execute(select(func.count()).select_from(Member))).scalar_one()
+        await session.commit()
+
+    assert created is False
+    assert found.id == winner.id
+    assert count >= 1
+    assert found.score == (2 if helper == "update_or_create" else 1)
+
+
+async def test_a_conflict_with_a_hidden_row_is_raised_and_leaves_the_transaction_usable(
+    sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with sessions() as session:
+        deleted = Member(handle=handle)
+        deleted.soft_delete()
+        session.add(deleted)
+        await session.commit()
+
+        # The soft-deleted row holds the unique handle but is not "got": the conflict
+        # is real, so it is raised rather than swallowed.
+        with pytest.raises(IntegrityError):
+            await Member.get_or_create(session, handle=handle)
+        kept, created = await Member.get_or_create(session, handle=f"{handle}-other")
+        await session.commit()
+
+    async with sessions() as session:
+        everyone = select(Member).where(Member.handle.startswith(handle))
+        rows = (
+            (await session.execute(everyone.execution_options(**INCLUDE_DELETED))).scalars().all()
+        )
+    assert created is True
+    assert sorted(row.handle for row in rows) == sorted([handle, kept.handle])
+
+
+def _before_the_first_savepoint(
+    session: AsyncSession, monkeypatch: pytest.MonkeyPatch, run: Callable[[], Awaitable[None]]
+) -> None:
+    """Make the session's next SAVEPOINT wait until `run()` has finished."""
+    begin_nested = session.begin_nested
+
+    class AfterRun:
+        async def __aenter__(self) -> Any:
+            monkeypatch.setattr(session, "begin_nested", begin_nested)
+            await run()
+            self.savepoint = begin_nested()
+            return await self.savepoint.__aenter__()
+
+        async def __aexit__(self, *exc_info: Any) -> None:
+            await self.savepoint.__aexit__(*exc_info)
+
+    monkeypatch.setattr(session, "begin_nested", AfterRun)
+
+
+async def test_the_session_defaults_to_db_session(engine: AsyncEngine, handle: str) -> None:
+    middleware = SQLAlchemyMiddleware(_no_app, custom_engine=engine)
+    try:
+        async with db(commit_on_exit=True):
+            created, was_created = await Member.get_or_create(handle=handle)
+            assert await Member.get_by_pk(pk=created.id) is created
+            assert (await Member.get_one(handle=handle)).id == created.id
+            _, was_updated_created = await Member.update_or_create(
+                handle=handle, defaults={"score": 3}
+            )
+        async with db():
+            stored = await Member.get_one(db.session, handle=handle)
+    finally:
+        await middleware.dispose()
+
+    assert (was_created, was_updated_created) == (True, False)
+    assert stored.score == 3
+
+
+async def test_without_a_session_or_a_db_block_the_error_says_so(engine: AsyncEngine) -> None:
+    middleware = SQLAlchemyMiddleware(_no_app, custom_engine=engine)
+    try:
+        with pytest.raises(MissingSessionError):
+            await Member.get_one(handle="anyone")
+    finally:
+        await middleware.dispose()
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise AssertionError("the middleware only binds db here; no request reaches it")
