@@ -42,12 +42,15 @@ def create_engine(db_url: str | URL, engine_args: dict[str, Any] | None = None) 
 def create_session_factory(
     engine: AsyncEngine, session_args: dict[str, Any] | None = None
 ) -> async_sessionmaker[AsyncSession]:
-    """A factory of sessions on `engine`; `session_args` override any default."""
-    # Sessions check connections out through a thin view of the engine that turns the
-    # pool's timeout into PoolTimeoutError. It shares the pool, dialect and events, so
-    # it works the same for engines we create and for a caller's custom engine.
-    bind = AsyncEngine(_CheckoutDeadlineEngine(engine.sync_engine, {}))
-    return async_sessionmaker(bind=bind, **{**SESSION_DEFAULTS, **(session_args or {})})
+    """A factory of sessions on `engine`; `session_args` override any default, `bind` too."""
+    options = {**SESSION_DEFAULTS, **(session_args or {})}
+    bind = options.pop("bind", engine)
+    if isinstance(bind, AsyncEngine):
+        # Sessions check connections out through a thin view of the engine that turns
+        # the pool's timeout into PoolTimeoutError. It shares the pool, dialect and
+        # events, so it works the same for our engines and for a caller's custom one.
+        bind = AsyncEngine(_CheckoutDeadlineEngine(bind.sync_engine, {}))
+    return async_sessionmaker(bind=bind, **options)
 
 
 def pool_capacity(pool: Pool) -> int | None:

@@ -138,8 +138,13 @@ class MultiSessionScope(SessionScope):
             await quietly(self._end_all(commit=False))
 
     async def _in_own_session(self, aw: Awaitable[Any]) -> Any:
-        async with self.connection():
-            return await aw
+        try:
+            async with self.connection():
+                return await aw
+        finally:
+            # A child cancelled while it queued for a slot never started its coroutine;
+            # close it so that it does not also warn "was never awaited".
+            close_unawaited((aw,))
 
     async def _end(self, session: AsyncSession, *, commit: bool) -> None:
         try:

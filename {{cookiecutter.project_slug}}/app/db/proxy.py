@@ -1,7 +1,7 @@
 """The `db` proxy: `db.session` is the current unit of work's session, `db()` opens one."""
 
 from collections.abc import Awaitable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, suppress
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any
@@ -177,7 +177,12 @@ class SessionBlock:
             else:
                 await self._scope.discard()
         finally:
-            self._proxy.context.reset(self._token)
+            # A block entered in one task and exited in another (a response body that
+            # the server closes after its client left) cannot reset the first task's
+            # context from here; that context ends with its task, and this one was
+            # never changed.
+            with suppress(ValueError):
+                self._proxy.context.reset(self._token)
             self._token = None
 
 

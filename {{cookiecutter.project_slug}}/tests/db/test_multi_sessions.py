@@ -155,6 +155,23 @@ async def test_failing_gather_stops_the_others_and_ends_every_session(bound, eng
     assert engine.pool.checkedout() == 0
 
 
+async def test_failing_gather_closes_the_coroutines_it_never_started(bound, engine):
+    async def fails() -> None:
+        raise LookupError("first failure")
+
+    async def waits_for_a_slot() -> None:
+        await bound.session.execute(text("SELECT 1"))
+
+    # One slot: when the first child fails, the rest are still queued for it, and a
+    # queued coroutine that is never started would warn "was never awaited".
+    children = [fails(), *(waits_for_a_slot() for _ in range(3))]
+    with pytest.raises(LookupError):
+        async with bound(multi_sessions=True, max_concurrent=1):
+            await bound.gather(*children)
+    assert all(child.cr_frame is None for child in children)  # each finished or closed
+    assert engine.pool.checkedout() == 0
+
+
 async def test_child_tasks_sessions_end_with_the_task(bound, engine):
     async with bound(multi_sessions=True, commit_on_exit=True):
         task = asyncio.create_task(_insert(bound, "from a task"))

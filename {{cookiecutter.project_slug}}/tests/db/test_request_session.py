@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Message, Receive, Scope, Send
 
-from app.db import SessionFinalizedError
+from app.db import SessionFinalizedError, create_session_factory
 from app.db.dependency import session_dependency
 
 from .conftest import CountingSession, Item, call, items, names
@@ -313,3 +313,12 @@ async def test_default_session_settings_and_overrides(make_app, proxy, client):
     async with client(defaults_app) as http:
         await http.get("/")
     assert seen == {"custom": (False, True), "default": False}
+
+
+async def test_session_args_may_replace_the_bind(engine):
+    async with engine.connect() as connection:
+        factory = create_session_factory(engine, {"bind": connection, "autoflush": False})
+        async with factory() as session:
+            assert session.bind is connection
+            assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+            assert session.sync_session.autoflush is False

@@ -72,6 +72,27 @@ async def test_block_session_refuses_work_after_the_block(pair, engine):
         await kept.execute(text("SELECT 1"))
 
 
+async def test_generator_block_closed_from_another_task_ends_cleanly(pair, engine):
+    middleware, proxy = pair
+    middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
+
+    async def rows():
+        async with proxy():
+            await proxy.session.execute(text("SELECT 1"))
+            yield 1
+            yield 2
+
+    stream = rows()
+    # Started in one task, closed in another, as a server does with a response body
+    # whose client went away: the block's context belongs to the first task.
+    assert await asyncio.create_task(anext(stream)) == 1
+    await stream.aclose()
+
+    assert engine.pool.checkedout() == 0
+    with pytest.raises(MissingSessionError):
+        proxy.session  # noqa: B018
+
+
 async def test_nested_block_fails_fast_when_the_pool_is_full(pair, engine):
     middleware, proxy = pair
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
