@@ -16,17 +16,56 @@ OPTIONS = {
 }
 
 # Paths that belong to an option, removed when that option is "no".
+# A path under both options (the audited route needs the example's users and the audit
+# database) goes when either is "no".
 OPTIONAL_PATHS: dict[str, list[str]] = {
-    "include_example_api": [],
-    "second_database": [],
+    "include_example_api": [
+        "app/api/routes/audit.py",
+        "app/api/routes/export.py",
+        "app/api/routes/notes.py",
+        "app/api/routes/stats.py",
+        "app/api/routes/users.py",
+        "app/cli.py",
+        "app/jobs.py",
+        "app/models/note.py",
+        "app/models/user.py",
+        "app/schemas/audit.py",
+        "app/schemas/notes.py",
+        "app/schemas/partial.py",
+        "app/schemas/stats.py",
+        "app/schemas/users.py",
+        "migrations/versions/2026_11_21_0d5a7c1e3b9f_create_users_and_notes.py",
+        "tests/api/test_audit.py",
+        "tests/api/test_export.py",
+        "tests/api/test_notes.py",
+        "tests/api/test_stats.py",
+        "tests/api/test_users.py",
+        "tests/factories.py",
+        "tests/migrations/test_example_schema.py",
+        "tests/test_cli.py",
+        "tests/test_jobs.py",
+    ],
+    "second_database": [
+        "app/api/routes/audit.py",
+        "app/audit",
+        "app/models/audit_base.py",
+        "app/models/audit_entry.py",
+        "app/schemas/audit.py",
+        "migrations/audit_versions",
+        "tests/api/test_audit.py",
+    ],
 }
 
 
 def remove_disabled_options(root: Path) -> None:
+    removed: set[str] = set()
     for option, paths in OPTIONAL_PATHS.items():
         if OPTIONS[option] == "yes":
             continue
         for relative in paths:
+            if relative in removed:
+                continue
+            removed.add(relative)
             path = root / relative
             if path.is_dir():
                 shutil.rmtree(path)

@@ -1,13 +1,26 @@
 """The application factory: builds the FastAPI app and owns its lifespan."""
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI
-from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.api.routes import health
+from app.api.routes import routers
+{%- if cookiecutter.second_database == "yes" %}
+from app.audit import AuditMiddleware
+{%- endif %}
+from app.db import SQLAlchemyMiddleware, create_engine, to_async_url
+from app.errors import install_error_handlers
+from app.events import install_listeners, wait_for_after_commit_jobs
+{%- if cookiecutter.include_example_api == "yes" %}
+from app.jobs import PURGE_INTERVAL_SECONDS, PeriodicJob, purge_deleted_notes
+{%- endif %}
+from app.migrate import ensure_up_to_date
+from app.observability import RequestContextMiddleware, configure_logging, count_statements
 from app.settings import Settings, get_settings
 
 __all__ = ["create_app"]
@@ -15,15 +28,47 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; tests pass their own `settings`, servers read the environment."""
+def create_app(
+    settings: Settings | None = None, *, session_args: Mapping[str, dict[str, Any]] | None = None
+) -> FastAPI:
+    """Build the app; tests pass their own `settings`, servers read the environment.
+
+    `session_args` adds session options per database ("main", "audit"); the test suite
+    uses it to run every session inside the test's own transaction.
+    """
     settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    # Each database: its middleware class and URL, named as in alembic.ini.
+    databases: dict[str, tuple[type[SQLAlchemyMiddleware], str]] = {
+        "main": (SQLAlchemyMiddleware, settings.database_url),
+{%- if cookiecutter.second_database == "yes" %}
+        "audit": (AuditMiddleware, settings.audit_database_url),
+{%- endif %}
+    }
+    # Created here, but they connect only on first use; the lifespan disposes them.
+    engines = {
+        name: create_engine(url, _engine_args(url, settings))
+        for name, (_, url) in databases.items()
+    }
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = make_url(settings.database_url).render_as_string(hide_password=True)
-        logger.info("starting with database %s", database)
-        yield
+        async with AsyncExitStack() as cleanup:
+            for engine in engines.values():
+                cleanup.push_async_callback(engine.dispose)
+            for name, engine in engines.items():
+                await _check_database(name, engine)
+            install_listeners()
+            cleanup.push_async_callback(wait_for_after_commit_jobs)
+{%- if cookiecutter.include_example_api == "yes" %}
+            purge = PeriodicJob(
+                purge_deleted_notes, interval=PURGE_INTERVAL_SECONDS, name="purge-deleted-notes"
+            )
+            purge.start()
+            cleanup.push_async_callback(purge.stop)
+            app.state.jobs = [purge]
+{%- endif %}
+            yield
         logger.info("stopped")
 
     app = FastAPI(
@@ -32,5 +77,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         debug=settings.debug,
         lifespan=lifespan,
     )
-    app.include_router(health.router)
+    app.state.settings = settings
+    app.state.engines = engines
+    for router in routers():
+        app.include_router(router)
+    install_error_handlers(app)
+    # The last middleware added is the outermost, and the innermost commits first: the
+    # main database's goes last, so any other database commits before it.
+    for name, (middleware, _) in reversed(databases.items()):
+        app.add_middleware(
+            middleware,
+            custom_engine=engines[name],
+            session_args=(session_args or {}).get(name),
+            commit_on_exit=True,
+        )
+        if settings.debug:
+            count_statements(engines[name])
+    app.add_middleware(RequestContextMiddleware, log_statements=settings.debug)
     return app
+
+
+async def _check_database(name: str, engine: AsyncEngine) -> None:
+    """Log where the database is, with the password masked, and check its migrations."""
+    shown = engine.url.render_as_string(hide_password=True)
+    logger.info("database %s: %s", name, shown)
+    try:
+        # Refuses a database that is behind or ahead of the code's migrations.
+        await ensure_up_to_date(engine, database=name)
+    except (OSError, sqlalchemy.exc.DBAPIError) as exc:
+        variable = "DATABASE_URL" if name == "main" else f"{name.upper()}_DATABASE_URL"
+        raise RuntimeError(
+            f"Cannot reach the {name} database at {shown} ({type(exc).__name__}); check "
+            f"{variable} and that the database server is running."
+        ) from exc
+
+
+def _engine_args(url: str, settings: Settings) -> dict[str, Any]:
+    parsed = to_async_url(url)  # names a bad URL clearly before anything else reads it
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        return {}  # an in-memory SQLite database has exactly one connection, no pool to size
+    return {
+        "pool_size": settings.database_pool_size,
+        "max_overflow": settings.database_max_overflow,
+        "pool_timeout": settings.database_pool_timeout,
+    }

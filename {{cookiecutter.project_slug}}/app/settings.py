@@ -2,8 +2,9 @@
 
 import sys
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "get_settings"]
@@ -35,6 +36,22 @@ class Settings(BaseSettings):
 {%- endif %}
     secret_key: SecretStr
     debug: bool = False
+    # Python logging level name; DEBUG also logs the SQL statement count of each request.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Each database's connection pool: `pool_size` connections are kept open, up to
+    # `max_overflow` more are opened under load, and a request that finds all of them
+    # busy for `pool_timeout` seconds gets 503 with Retry-After instead of hanging.
+    database_pool_size: int = Field(default=5, ge=1)
+    database_max_overflow: int = Field(default=10, ge=0)
+    database_pool_timeout: float = Field(default=10.0, gt=0)
+{%- if cookiecutter.include_example_api == "yes" %}
+    # How many connections one request may hold at once for concurrent queries (the
+    # example's /stats); keep it well below the pool size.
+    database_max_concurrent_queries: int = Field(default=3, ge=1)
+{%- endif %}
+    # How long /health/ready waits for each database before reporting it down.
+    health_check_timeout: float = Field(default=2.0, gt=0)
 
 
 @lru_cache

@@ -1,23 +1,36 @@
-"""Shared fixtures: a fresh database for each test session, and the app wired to it.
+"""Shared fixtures: databases for the test session, and a transaction for every test.
 
 The suite runs on an SQLite file by default. Set TEST_DATABASE_URL to a server URL
 (postgresql://... or mysql://...) to run it there; each session, and each xdist
-worker, then gets a database of its own that is dropped at the end.
+worker, then gets databases of its own that are dropped at the end.
+
+- `database_url`: an empty database, for tests that build their own tables.
+- `database_urls`: one database per entry of alembic.ini ("main", and "audit" when
+  the project has it), built by running the migrations, so every run tests them.
+- `connections`: per database, a connection with a transaction open for one test and
+  rolled back after it. `app` runs every session on these connections, inside a
+  SAVEPOINT (`join_transaction_mode="create_savepoint"`), so a route that commits
+  still leaves nothing behind, and the test sees what the app wrote.
+- `client`: an httpx client talking to `app` in-process, with the lifespan running.
 """
 
 import os
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import URL, make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import URL, Connection, event, make_url, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.pool import NullPool
 
+from app.db import create_engine
 from app.main import create_app
+from app.migrate import alembic_config, databases, target_metadata, upgrade
 from app.settings import Settings
 
 ASYNC_DRIVERS = {"postgresql": "asyncpg", "mysql": "aiomysql"}
@@ -50,22 +63,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def backend() -> str:
-    return BACKEND
-
-
-@pytest.fixture(scope="session")
-async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """An async URL of an empty database that belongs to this session alone."""
+@asynccontextmanager
+async def _new_database(tmp_path_factory: pytest.TempPathFactory, label: str) -> AsyncIterator[str]:
+    """The async URL of a new, empty database, dropped when the block ends."""
     if SERVER_URL is None:
-        path: Path = tmp_path_factory.mktemp("db") / "test.db"
-        yield f"sqlite+aiosqlite:///{path}"
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / f'{label}.db'}"
         return
-
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    name = f"{SERVER_URL.database or 'test'}_{worker}_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
+    name = f"{SERVER_URL.database or 'test'}_{label}_{worker}_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(SERVER_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         async with admin.connect() as connection:
             await connection.execute(text(f"CREATE DATABASE {name}"))
@@ -77,20 +83,136 @@ async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
         await admin.dispose()
 
 
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, secret_key="test-secret")
+@pytest.fixture(scope="session")
+def backend() -> str:
+    return BACKEND
+
+
+@pytest.fixture(scope="session")
+async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """An async URL of an empty database that belongs to this session alone."""
+    async with _new_database(tmp_path_factory, "test") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def database_urls(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, str]]:
+    """Each database of alembic.ini by name, migrated to head in a database of its own."""
+    async with AsyncExitStack() as stack:
+        urls = {}
+        for name in databases():
+            url = await stack.enter_async_context(_new_database(tmp_path_factory, name))
+            engine = create_engine(url, {"poolclass": NullPool})
+            try:
+                await upgrade(engine, database=name)
+            finally:
+                await engine.dispose()
+            urls[name] = url
+        yield urls
+
+
+@pytest.fixture(scope="session")
+async def engines(database_urls: dict[str, str]) -> AsyncIterator[dict[str, AsyncEngine]]:
+    """The tests' own engines on the migrated databases; each test borrows a connection."""
+    engines = {name: create_engine(url) for name, url in database_urls.items()}
+    for engine in engines.values():
+        if engine.dialect.name == "sqlite":
+            _let_sqlite_nest_transactions(engine)
+    yield engines
+    for engine in engines.values():
+        await engine.dispose()
 
 
 @pytest.fixture
-def app(settings: Settings) -> FastAPI:
-    return create_app(settings)
+async def connections(engines: dict[str, AsyncEngine]) -> AsyncIterator[dict[str, AsyncConnection]]:
+    """Per database, a connection in a transaction that is rolled back after the test."""
+    async with AsyncExitStack() as stack:
+        connections = {}
+        for name, engine in engines.items():
+            connection = await stack.enter_async_context(engine.connect())
+            transaction = await connection.begin()
+            stack.push_async_callback(transaction.rollback)
+            connections[name] = connection
+        yield connections
+
+
+@pytest.fixture
+async def session(connections: dict[str, AsyncConnection]) -> AsyncIterator[AsyncSession]:
+    """A session in the test's transaction, for arranging data and checking what the app did."""
+    main = connections["main"]
+    async with AsyncSession(
+        bind=main, join_transaction_mode="create_savepoint", expire_on_commit=False
+    ) as session:
+        yield session
+
+
+@pytest.fixture
+def settings(database_urls: dict[str, str]) -> Settings:
+    urls = {_url_setting(name): url for name, url in database_urls.items()}
+    return Settings(**urls, secret_key="test-secret")
+
+
+@pytest.fixture
+def app(settings: Settings, connections: dict[str, AsyncConnection]) -> FastAPI:
+    """The app, with every session joined to the test's transaction."""
+    joined = {name: _joined(connection, name) for name, connection in connections.items()}
+    return create_app(settings, session_args=joined)
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client that talks to the app in-process, with its lifespan running."""
+    """An HTTP client that talks to the app in-process, with its lifespan running.
+
+    App exceptions become the 500 response a real server would send, not test errors.
+    """
+    async with serve(app) as client:
+        yield client
+
+
+@pytest.fixture
+def make_live_app(settings: Settings) -> Callable[..., FastAPI]:
+    """Apps on their own engines and pools that commit for real, for tests about pools.
+
+    Keywords override settings. Whatever such a test commits, it must remove.
+    """
+
+    def make(**overrides: Any) -> FastAPI:
+        return create_app(settings.model_copy(update=overrides))
+
+    return make
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run `app`'s lifespan and yield a client for it; for tests that build their own app."""
     async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
+
+
+def _url_setting(database: str) -> str:
+    """The Settings field that holds `database`'s URL, as alembic.ini names it."""
+    return alembic_config(database).get_main_option("database_url_setting") or "database_url"
+
+
+def _joined(connection: AsyncConnection, database: str) -> dict[str, Any]:
+    """Session options that put the database's tables on `connection`, in a SAVEPOINT."""
+    tables = target_metadata(alembic_config(database)).tables.values()
+    return {
+        "binds": dict.fromkeys(tables, connection),
+        "join_transaction_mode": "create_savepoint",
+        "expire_on_commit": False,
+    }
+
+
+def _let_sqlite_nest_transactions(engine: AsyncEngine) -> None:
+    # The sqlite3 module starts and ends transactions on its own, which breaks
+    # SAVEPOINTs inside an outer transaction; let SQLAlchemy emit BEGIN itself.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _autocommit_driver(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN")

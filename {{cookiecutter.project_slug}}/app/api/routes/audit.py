@@ -1,0 +1,62 @@
+"""Audited administration: one request that writes to both databases.
+
+Deleting a user through /admin changes the main database and records the deletion
+in the audit database. Each database has its own middleware, session and commit;
+there is no transaction spanning both. The audit middleware sits inside the main
+one, so at the end of a successful request the audit entry commits first and the
+main change second:
+
+- both commits succeed: 204, the user is deleted and the deletion is on record;
+- the audit commit fails: nothing is committed anywhere and the client gets 500;
+- the main commit fails after the audit commit: the client gets 500, the user is
+  still there, and the audit log holds an entry for a deletion that did not happen.
+
+That last case errs on the side an audit log wants: no change without a record. An
+entry whose subject still exists marks an attempt that failed. See README.md,
+"Two databases", for the reasoning and tests/api/test_audit.py for each case.
+"""
+
+import uuid
+
+from fastapi import APIRouter, Response
+from sqlalchemy import func, select
+
+from app.api.deps import PageDep, SessionDep
+from app.audit import AuditSessionDep, record
+from app.errors import NotFoundError
+from app.models.audit_entry import AuditEntry
+from app.models.user import User
+from app.schemas.audit import AuditEntryRead
+from app.schemas.pages import Page
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.delete("/users/{user_id}", status_code=204)
+async def delete_user_on_record(
+    user_id: uuid.UUID, session: SessionDep, reason: str = "unspecified"
+) -> Response:
+    """Soft-delete a user and record who asked for it (by request id) and why."""
+    user = await User.get_by_pk(session, user_id)
+    if user is None:
+        raise NotFoundError(f"There is no user with id {user_id}.")
+    user.soft_delete()
+    record("user.deleted", user.id, username=user.username, reason=reason)
+    return Response(status_code=204)
+
+
+@router.get("/audit-log")
+async def read_audit_log(audit_session: AuditSessionDep, page: PageDep) -> Page[AuditEntryRead]:
+    """Audit entries, newest first, read from the audit database."""
+    entries = await audit_session.scalars(
+        select(AuditEntry).order_by(AuditEntry.id.desc()).limit(page.limit).offset(page.offset)
+    )
+    total = await audit_session.scalar(select(func.count()).select_from(AuditEntry))
+    return Page(
+        items=[AuditEntryRead.model_validate(entry) for entry in entries],
+        total=total or 0,
+        limit=page.limit,
+        offset=page.offset,
+    )

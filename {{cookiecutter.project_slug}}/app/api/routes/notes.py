@@ -1,0 +1,82 @@
+"""The /notes resource, written with the `SessionDep` dependency.
+
+Each route receives the request's session as an argument, which is the style
+SQLAlchemy's own documentation prefers and the easiest to read in a test. It is the
+very session `db.session` returns (see routes/users.py), committed by the middleware.
+"""
+
+import uuid
+
+from fastapi import APIRouter, Response
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api.deps import PageDep, SessionDep
+from app.errors import NotFoundError
+from app.models.note import Note
+from app.models.user import User
+from app.schemas.notes import NoteCreate, NoteRead, NoteUpdate
+from app.schemas.pages import Page
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/notes", tags=["notes"])
+
+
+@router.post("", status_code=201)
+async def create_note(body: NoteCreate, session: SessionDep) -> NoteRead:
+    """Create a note for an existing user; 404 when the user does not exist."""
+    if await User.get_by_pk(session, body.user_id) is None:
+        raise NotFoundError(f"There is no user with id {body.user_id}.")
+    note = Note(**body.model_dump())
+    session.add(note)
+    await session.flush()  # assigns the id
+    return NoteRead.model_validate(note)
+
+
+@router.get("")
+async def list_notes(
+    session: SessionDep, page: PageDep, user_id: uuid.UUID | None = None
+) -> Page[NoteRead]:
+    """Notes in creation order, a page at a time; `?user_id=` keeps one user's notes."""
+    query = select(Note)
+    if user_id is not None:
+        query = query.where(Note.user_id == user_id)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    notes = await session.scalars(query.order_by(Note.id).limit(page.limit).offset(page.offset))
+    return Page(
+        items=[NoteRead.model_validate(note) for note in notes],
+        total=total or 0,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/{note_id}")
+async def read_note(note_id: int, session: SessionDep) -> NoteRead:
+    return NoteRead.model_validate(await _get_note(session, note_id))
+
+
+@router.patch("/{note_id}")
+async def update_note(note_id: int, body: NoteUpdate, session: SessionDep) -> NoteRead:
+    """Change only the fields present in the body."""
+    note = await _get_note(session, note_id)
+    for field, value in body.changes().items():
+        setattr(note, field, value)
+    await session.flush()  # moves updated_at, so the response shows the new value
+    return NoteRead.model_validate(note)
+
+
+@router.delete("/{note_id}", status_code=204)
+async def delete_note(note_id: int, session: SessionDep) -> Response:
+    """Soft-delete: hidden from now on, purged for good by the job in app/jobs.py."""
+    note = await _get_note(session, note_id)
+    note.soft_delete()
+    return Response(status_code=204)
+
+
+async def _get_note(session: AsyncSession, note_id: int) -> Note:
+    note = await Note.get_by_pk(session, note_id)
+    if note is None:
+        raise NotFoundError(f"There is no note with id {note_id}.")
+    return note

@@ -1,0 +1,48 @@
+"""The /stats dashboard: independent counts, run concurrently on separate connections.
+
+One AsyncSession must never be used by two tasks at once, so the counts cannot share
+the request's session. `db(multi_sessions=True)` gives each task of `db.gather()` a
+session of its own, and `max_concurrent` caps how many connections this one request
+may hold, so that a busy dashboard cannot drain the pool other requests need.
+"""
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import Select, func, select
+
+from app.api.deps import SettingsDep
+from app.db import db
+from app.db.mixins import INCLUDE_DELETED, utc_now
+from app.models.note import Note
+from app.models.user import User
+from app.schemas.stats import Stats
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/stats", tags=["stats"])
+
+
+@router.get("")
+async def read_stats(settings: SettingsDep) -> Stats:
+    day_ago = utc_now() - timedelta(days=1)
+    async with db(multi_sessions=True, max_concurrent=settings.database_max_concurrent_queries):
+        users, notes, deleted_notes, recent_notes = await db.gather(
+            _count(select(func.count()).select_from(User)),
+            _count(select(func.count()).select_from(Note)),
+            _count(
+                select(func.count())
+                .select_from(Note)
+                .where(Note.deleted_at.is_not(None))
+                .execution_options(**INCLUDE_DELETED)
+            ),
+            _count(select(func.count()).select_from(Note).where(Note.created_at >= day_ago)),
+        )
+    return Stats(users=users, notes=notes, deleted_notes=deleted_notes, notes_last_24h=recent_notes)
+
+
+async def _count(statement: Select[Any]) -> int:
+    # Inside db.gather(), `db.session` is the session of the task running this coroutine.
+    count: int = (await db.session.execute(statement)).scalar_one()
+    return count

@@ -1,0 +1,100 @@
+"""The /users resource, written with the `db.session` proxy.
+
+The same operations on notes (routes/notes.py) take the session as a `SessionDep`
+argument instead; both styles get the same request session, so pick one per module.
+The middleware commits when the response is a success and rolls back otherwise, so no
+route here commits by hand.
+"""
+
+import uuid
+
+from fastapi import APIRouter, BackgroundTasks, Response
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from app.api.deps import PageDep
+from app.db import db
+from app.errors import ConflictError, NotFoundError, is_unique_violation
+from app.models.note import Note
+from app.models.user import User
+from app.schemas.pages import Page
+from app.schemas.users import UserCreate, UserRead, UserUpdate
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+WELCOME_TITLE = "Welcome!"
+
+
+@router.post("", status_code=201)
+async def create_user(body: UserCreate, background: BackgroundTasks) -> UserRead:
+    """Create a user; 409 when the e-mail address or username is taken."""
+    user = User(**body.model_dump())
+    db.session.add(user)
+    await _flush_or_conflict()
+    # Runs after the response is sent, when this request's session is already closed.
+    background.add_task(write_welcome_note, user.id)
+    return UserRead.model_validate(user)
+
+
+@router.get("")
+async def list_users(page: PageDep) -> Page[UserRead]:
+    """Users by creation time, a page at a time, with the total count."""
+    total = await db.session.scalar(select(func.count()).select_from(User))
+    users = await db.session.scalars(
+        select(User).order_by(User.created_at, User.id).limit(page.limit).offset(page.offset)
+    )
+    return Page(
+        items=[UserRead.model_validate(user) for user in users],
+        total=total or 0,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/{user_id}")
+async def read_user(user_id: uuid.UUID) -> UserRead:
+    return UserRead.model_validate(await _get_user(user_id))
+
+
+@router.patch("/{user_id}")
+async def update_user(user_id: uuid.UUID, body: UserUpdate) -> UserRead:
+    """Change only the fields present in the body."""
+    user = await _get_user(user_id)
+    for field, value in body.changes().items():
+        setattr(user, field, value)
+    await _flush_or_conflict()
+    return UserRead.model_validate(user)
+
+
+@router.delete("/{user_id}", status_code=204)
+async def delete_user(user_id: uuid.UUID) -> Response:
+    """Soft-delete: the row stays, but every ordinary query hides it from now on."""
+    user = await _get_user(user_id)
+    user.soft_delete()
+    return Response(status_code=204)
+
+
+async def write_welcome_note(user_id: uuid.UUID) -> None:
+    """A background task: it opens a unit of work of its own, committed when it ends."""
+    async with db(commit_on_exit=True):
+        db.session.add(Note(user_id=user_id, title=WELCOME_TITLE, body="Glad to have you here."))
+
+
+async def _get_user(user_id: uuid.UUID) -> User:
+    user = await User.get_by_pk(db.session, user_id)
+    if user is None:
+        raise NotFoundError(f"There is no user with id {user_id}.")
+    return user
+
+
+async def _flush_or_conflict() -> None:
+    # Flushing here, rather than at the commit, turns a duplicate into a 409 while the
+    # route can still answer; a failed commit could only answer 500.
+    try:
+        await db.session.flush()
+    except IntegrityError as exc:
+        if is_unique_violation(exc):
+            raise ConflictError("That e-mail address or username is already taken.") from None
+        raise

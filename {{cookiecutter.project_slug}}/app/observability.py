@@ -1,0 +1,161 @@
+"""Observability: a request id on every request, JSON log lines, and per-request SQL counts.
+
+`RequestContextMiddleware` takes the id from the `X-Request-ID` header (or makes one),
+echoes it in the response, and logs one line per request. Every log line written while
+the request runs carries the id, so one grep finds everything a request did. With
+`count_statements(engine)` installed (the app does it in debug mode), that line also
+says how many SQL statements the request ran, which is how N+1 query patterns show up.
+"""
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "JsonFormatter",
+    "RequestContextMiddleware",
+    "configure_logging",
+    "count_statements",
+    "current_request_id",
+]
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A caller's id is echoed into logs and headers, so only a plain token is accepted;
+# anything else (too long, spaces, control characters) is replaced by a fresh id.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# The attributes every LogRecord has; anything else was passed with `extra=` and
+# belongs in the JSON line.
+_STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+_statements: ContextVar[list[int] | None] = ContextVar("sql_statements", default=None)
+
+logger = logging.getLogger("app.requests")
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served, or None outside a request."""
+    return _request_id.get()
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats each record as one JSON object: time, level, logger, message, request id."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": _request_id.get(),
+        }
+        # Fields passed with `extra=` (a request_id among them) win over the defaults.
+        line.update(
+            (key, value)
+            for key, value in vars(record).items()
+            if key not in _STANDARD_ATTRIBUTES and not key.startswith("_")
+        )
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Send every log record to stderr as JSON, at `level` and above; safe to call again."""
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if isinstance(handler.formatter, JsonFormatter):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def count_statements(engine: AsyncEngine) -> None:
+    """Count the SQL statements each request runs on `engine`; calling it again changes nothing."""
+    if not event.contains(engine.sync_engine, "before_cursor_execute", _count_statement):
+        event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)
+
+
+def _count_statement(*_: Any) -> None:
+    # SQLAlchemy runs the driver in a greenlet that shares the request task's context,
+    # so the request's counter is visible here.
+    counter = _statements.get()
+    if counter is not None:
+        counter[0] += 1
+
+
+class RequestContextMiddleware:
+    """Pure ASGI: sets the request id, echoes it in the response and logs the outcome."""
+
+    def __init__(self, app: ASGIApp, *, log_statements: bool = False) -> None:
+        self.app = app
+        self.log_statements = log_statements
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        # Exception handlers run outside this middleware; they find the id here.
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500  # what the client gets if the app raises before responding
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        started = time.perf_counter()
+        counter = [0]
+        id_token = _request_id.set(request_id)
+        counter_token = _statements.set(counter)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            status = 499  # nginx's code for a client that left before the response ended
+            raise
+        except Exception:
+            logger.exception("unhandled error")
+            raise
+        finally:
+            fields: dict[str, Any] = {
+                "request_id": request_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+            if self.log_statements:
+                fields["sql_statements"] = counter[0]
+            logger.info("%s %s %s", scope["method"], scope["path"], status, extra=fields)
+            _statements.reset(counter_token)
+            _request_id.reset(id_token)
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            return candidate if _VALID_REQUEST_ID.fullmatch(candidate) else None
+    return None

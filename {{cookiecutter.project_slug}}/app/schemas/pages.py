@@ -1,0 +1,29 @@
+"""Pagination: the query parameters every list takes, and the page it returns."""
+
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+__all__ = ["MAX_PAGE_SIZE", "Page", "PageParams"]
+
+T = TypeVar("T")
+
+# A bound on every page, so that no single request can read a whole table into memory;
+# the streaming export is the way to get everything.
+MAX_PAGE_SIZE = 100
+
+
+class PageParams(BaseModel):
+    """`?limit=&offset=`: which slice of the ordered results to return."""
+
+    limit: int = Field(default=20, ge=1, le=MAX_PAGE_SIZE)
+    offset: int = Field(default=0, ge=0)
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of results, with the total count for building pagination controls."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int

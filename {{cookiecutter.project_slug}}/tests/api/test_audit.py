@@ -1,0 +1,119 @@
+"""The audited delete: one request, two databases, two commits, and what each failure leaves."""
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from app.db.mixins import INCLUDE_DELETED
+from app.models.audit_entry import AuditEntry
+from app.models.user import User
+from tests.factories import make_user
+
+
+@pytest.fixture
+async def audit_session(connections: dict[str, AsyncConnection]) -> AsyncIterator[AsyncSession]:
+    """A session in the test's transaction on the audit database."""
+    async with AsyncSession(
+        bind=connections["audit"], join_transaction_mode="create_savepoint"
+    ) as session:
+        yield session
+
+
+@contextmanager
+def failing_flush(model: type, event_name: str) -> Iterator[None]:
+    """Make every flush of `model` fail, as a lost connection or a full disk would."""
+
+    def fail(*_: Any) -> None:
+        raise RuntimeError(f"simulated failure writing {model.__name__}")
+
+    event.listen(model, event_name, fail)
+    try:
+        yield
+    finally:
+        event.remove(model, event_name, fail)
+
+
+async def entries(audit_session: AsyncSession) -> list[AuditEntry]:
+    return list(await audit_session.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+
+
+async def is_deleted(session: AsyncSession, user_id: uuid.UUID) -> bool:
+    row = await session.scalar(
+        select(User)
+        .where(User.id == user_id)
+        .execution_options(populate_existing=True, **INCLUDE_DELETED)
+    )
+    return row is not None and row.deleted_at is not None
+
+
+async def test_delete_changes_the_main_database_and_records_it_in_the_audit_one(
+    client: httpx.AsyncClient, session: AsyncSession, audit_session: AsyncSession
+) -> None:
+    user = await make_user(session, username="eve")
+
+    response = await client.delete(f"/admin/users/{user.id}", params={"reason": "asked to"})
+
+    assert response.status_code == 204
+    assert await is_deleted(session, user.id)
+    [entry] = await entries(audit_session)
+    assert (entry.action, entry.subject_id) == ("user.deleted", str(user.id))
+    assert entry.details == {"username": "eve", "reason": "asked to"}
+    assert entry.request_id == response.headers["X-Request-ID"]
+
+
+async def test_the_audit_log_lists_entries_newest_first(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    first, second = await make_user(session), await make_user(session)
+    await client.delete(f"/admin/users/{first.id}")
+    await client.delete(f"/admin/users/{second.id}")
+
+    page = (await client.get("/admin/audit-log")).json()
+
+    assert page["total"] == 2
+    assert [item["subject_id"] for item in page["items"]] == [str(second.id), str(first.id)]
+
+
+async def test_a_missing_user_is_404_and_nothing_is_recorded(
+    client: httpx.AsyncClient, audit_session: AsyncSession
+) -> None:
+    response = await client.delete(f"/admin/users/{uuid.uuid4()}")
+
+    assert response.status_code == 404
+    assert await entries(audit_session) == []
+
+
+async def test_when_the_audit_commit_fails_neither_database_changes(
+    client: httpx.AsyncClient, session: AsyncSession, audit_session: AsyncSession
+) -> None:
+    user = await make_user(session)
+
+    with failing_flush(AuditEntry, "before_insert"):
+        response = await client.delete(f"/admin/users/{user.id}")
+
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert not await is_deleted(session, user.id)
+    assert await entries(audit_session) == []
+
+
+async def test_when_the_main_commit_fails_the_audit_entry_stays_as_a_failed_attempt(
+    client: httpx.AsyncClient, session: AsyncSession, audit_session: AsyncSession
+) -> None:
+    user = await make_user(session)
+
+    with failing_flush(User, "before_update"):
+        response = await client.delete(f"/admin/users/{user.id}")
+
+    # The audit database committed first; the main one then failed. The client is
+    # told the request failed, the user is intact, and the log shows the attempt.
+    assert response.status_code == 500
+    assert not await is_deleted(session, user.id)
+    [entry] = await entries(audit_session)
+    assert entry.subject_id == str(user.id)

@@ -1,0 +1,192 @@
+"""The /users resource: create, read, list, update and soft delete, written with db.session."""
+
+import uuid
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api.routes.users import WELCOME_TITLE
+from app.db import db
+from app.db.mixins import INCLUDE_DELETED
+from app.models.note import Note
+from app.models.user import User
+from app.schemas.pages import MAX_PAGE_SIZE
+from tests.factories import make_user
+
+
+async def test_create_returns_the_user_and_stores_it_normalised(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    response = await client.post(
+        "/users", json={"email": " Ada@Example.COM ", "username": "Ada", "full_name": "Ada L."}
+    )
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["email"] == "ada@example.com"
+    assert body["username"] == "ada"
+    stored = await session.get(User, uuid.UUID(body["id"]))
+    assert stored is not None
+    assert stored.full_name == "Ada L."
+
+
+async def test_create_writes_a_welcome_note_in_the_background(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    response = await client.post("/users", json={"email": "bo@example.com", "username": "bo"})
+
+    # The client returns once the app is done, background task included.
+    notes = await session.scalars(
+        select(Note).where(Note.user_id == uuid.UUID(response.json()["id"]))
+    )
+    assert [note.title for note in notes] == [WELCOME_TITLE]
+
+
+async def test_create_with_a_taken_email_is_a_conflict(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    await make_user(session, email="cy@example.com", username="cy")
+
+    response = await client.post("/users", json={"email": "CY@example.com", "username": "other"})
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "conflict"
+    assert "already taken" in response.json()["error"]["message"]
+    users = await session.scalars(select(User).where(User.username == "other"))
+    assert users.all() == []
+
+
+async def test_a_duplicate_that_reaches_the_handlers_is_still_a_409(
+    app: FastAPI, client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    taken = await make_user(session)
+
+    @app.post("/probe/duplicate")
+    async def duplicate() -> None:
+        db.session.add(User(email=taken.email, username="someone-else"))
+        await db.session.flush()  # raises IntegrityError; no route code catches it
+
+    response = await client.post("/probe/duplicate")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "conflict"
+
+
+async def test_create_rejects_an_invalid_body_naming_each_field(client: httpx.AsyncClient) -> None:
+    response = await client.post("/users", json={"email": "not-an-address", "username": ""})
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert {detail["field"] for detail in error["details"]} == {"body.email", "body.username"}
+
+
+async def test_read_returns_the_user(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    user = await make_user(session, full_name="Dee")
+
+    response = await client.get(f"/users/{user.id}")
+
+    assert response.status_code == 200
+    assert response.json()["full_name"] == "Dee"
+
+
+async def test_read_of_a_missing_user_is_404(client: httpx.AsyncClient) -> None:
+    missing = uuid.uuid4()
+
+    response = await client.get(f"/users/{missing}")
+
+    assert response.status_code == 404
+    assert response.json()["error"] == {
+        "code": "not_found",
+        "message": f"There is no user with id {missing}.",
+        "request_id": response.headers["X-Request-ID"],
+    }
+
+
+async def test_list_pages_through_users_with_the_total(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    created = [await make_user(session) for _ in range(5)]
+
+    first = (await client.get("/users", params={"limit": 2})).json()
+    rest = (await client.get("/users", params={"limit": 10, "offset": 2})).json()
+
+    assert first["total"] == rest["total"] == 5
+    assert (first["limit"], first["offset"]) == (2, 0)
+    listed = [user["id"] for user in first["items"] + rest["items"]]
+    assert sorted(listed) == sorted(str(user.id) for user in created)
+
+
+async def test_list_refuses_a_page_larger_than_the_bound(client: httpx.AsyncClient) -> None:
+    response = await client.get("/users", params={"limit": MAX_PAGE_SIZE + 1})
+
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "query.limit"
+
+
+async def test_patch_changes_only_the_fields_given(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session, full_name="Before")
+
+    response = await client.patch(f"/users/{user.id}", json={"full_name": "After"})
+
+    assert response.status_code == 200
+    assert response.json()["full_name"] == "After"
+    assert response.json()["email"] == user.email
+    assert response.json()["updated_at"] > response.json()["created_at"]
+
+
+async def test_patch_to_a_taken_username_is_a_conflict_and_changes_nothing(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    await make_user(session, username="taken")
+    user = await make_user(session, username="mine", full_name="Same")
+
+    response = await client.patch(f"/users/{user.id}", json={"username": "taken", "full_name": "X"})
+
+    assert response.status_code == 409
+    await session.refresh(user)
+    assert (user.username, user.full_name) == ("mine", "Same")
+
+
+async def test_patch_refuses_null_for_a_required_field(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+
+    response = await client.patch(f"/users/{user.id}", json={"email": None})
+
+    assert response.status_code == 422
+
+
+async def test_patch_of_a_missing_user_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.patch(f"/users/{uuid.uuid4()}", json={"full_name": "X"})
+
+    assert response.status_code == 404
+
+
+async def test_delete_hides_the_user_but_keeps_the_row(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+
+    deleted = await client.delete(f"/users/{user.id}")
+
+    assert deleted.status_code == 204
+    assert (await client.get(f"/users/{user.id}")).status_code == 404
+    assert (await client.get("/users")).json()["total"] == 0
+    kept = await session.scalar(
+        select(User).where(User.id == user.id).execution_options(**INCLUDE_DELETED)
+    )
+    assert kept is not None
+    await session.refresh(kept)
+    assert kept.deleted_at is not None
+
+
+async def test_delete_of_a_missing_user_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.delete(f"/users/{uuid.uuid4()}")
+
+    assert response.status_code == 404

@@ -1,0 +1,116 @@
+"""The periodic purge: what it removes, how it runs, and how shutdown stops it."""
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import db
+from app.db.mixins import INCLUDE_DELETED
+from app.jobs import PURGE_AFTER, PeriodicJob, purge_deleted_notes
+from app.models.note import Note
+from tests.conftest import serve
+from tests.factories import make_note, make_user
+
+
+async def stored_titles(session: AsyncSession) -> list[str]:
+    notes = await session.scalars(
+        select(Note.title).order_by(Note.id).execution_options(**INCLUDE_DELETED)
+    )
+    return list(notes)
+
+
+@pytest.mark.usefixtures("client")  # the running app binds `db`
+async def test_purge_removes_only_notes_deleted_before_the_cutoff(session: AsyncSession) -> None:
+    author = await make_user(session)
+    await make_note(session, author, title="live")
+    await make_note(session, author, title="recent", deleted_days_ago=PURGE_AFTER.days - 1)
+    await make_note(session, author, title="old", deleted_days_ago=PURGE_AFTER.days + 1)
+
+    assert await purge_deleted_notes() == 1
+    assert await stored_titles(session) == ["live", "recent"]
+    assert await purge_deleted_notes(older_than=timedelta(0)) == 1
+    assert await stored_titles(session) == ["live"]
+
+
+async def test_a_job_runs_every_interval_until_stopped() -> None:
+    runs = 0
+    three_runs = asyncio.Event()
+
+    async def work() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 3:
+            three_runs.set()
+
+    job = PeriodicJob(work, interval=0.01, name="tick")
+    job.start()
+    await three_runs.wait()
+    await job.stop()
+    after_stop = runs
+    await asyncio.sleep(0.05)
+
+    assert not job.running
+    assert runs == after_stop
+
+
+async def test_a_failing_run_is_logged_and_the_next_one_still_comes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    attempts = 0
+    second_run = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RuntimeError("first run fails")
+        second_run.set()
+
+    job = PeriodicJob(flaky, interval=0.01, name="flaky")
+    job.start()
+    await second_run.wait()
+    await job.stop()
+
+    assert "job flaky failed" in caplog.text
+
+
+@pytest.mark.usefixtures("client")
+async def test_stopping_mid_run_rolls_the_run_back(session: AsyncSession) -> None:
+    author = await make_user(session)
+    started = asyncio.Event()
+
+    async def slow_write() -> None:
+        async with db(commit_on_exit=True):
+            db.session.add(Note(user_id=author.id, title="half-done"))
+            await db.session.flush()
+            started.set()
+            await asyncio.Event().wait()  # shutdown comes before this ends
+
+    job = PeriodicJob(slow_write, interval=0.001, name="slow")
+    job.start()
+    await started.wait()
+    await job.stop()
+
+    assert await stored_titles(session) == []
+
+
+async def test_the_lifespan_starts_the_purge_job_and_stops_it(app: FastAPI) -> None:
+    async with serve(app) as client:
+        assert (await client.get("/health/live")).status_code == 200
+        [job] = app.state.jobs
+        assert job.name == "purge-deleted-notes"
+        assert job.running
+
+    assert not job.running
+
+
+def test_an_interval_must_be_positive() -> None:
+    async def work() -> None:
+        return None
+
+    with pytest.raises(ValueError, match="must be positive"):
+        PeriodicJob(work, interval=0, name="never")

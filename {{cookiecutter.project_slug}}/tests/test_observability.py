@@ -1,0 +1,113 @@
+"""Request ids, JSON log lines, the masked database URL and per-request SQL counts."""
+
+import json
+import logging
+from collections.abc import Callable
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from app.db import db
+from app.main import create_app
+from app.observability import JsonFormatter
+from app.settings import Settings
+from tests.conftest import serve
+
+
+def request_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "app.requests"]
+
+
+async def test_a_request_id_is_made_when_none_is_sent(client: httpx.AsyncClient) -> None:
+    first = await client.get("/health/live")
+    second = await client.get("/health/live")
+
+    ids = {first.headers["X-Request-ID"], second.headers["X-Request-ID"]}
+    assert len(ids) == 2
+    assert all(len(request_id) == 32 for request_id in ids)
+
+
+async def test_the_callers_request_id_is_echoed_and_logged(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.requests")
+
+    response = await client.get("/health/live", headers={"X-Request-ID": "abc-123"})
+
+    assert response.headers["X-Request-ID"] == "abc-123"
+    [record] = request_lines(caplog)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["request_id"] == "abc-123"
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/health/live", 200)
+    assert "sql_statements" not in line  # counted in debug mode only
+
+
+async def test_a_request_id_that_is_not_a_plain_token_is_replaced(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/health/live", headers={"X-Request-ID": "evil\tid " * 30})
+
+    assert response.headers["X-Request-ID"].isalnum()
+
+
+async def test_log_lines_written_during_a_request_carry_its_id(
+    app: FastAPI, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tests")
+    lines: list[dict[str, object]] = []
+
+    @app.get("/probe/log")
+    async def log_something() -> None:
+        record = logging.getLogger("tests").makeRecord("tests", logging.INFO, "", 0, "hi", (), None)
+        lines.append(json.loads(JsonFormatter().format(record)))
+
+    response = await client.get("/probe/log", headers={"X-Request-ID": "req-7"})
+
+    assert response.status_code == 200
+    assert lines == [
+        {
+            "time": lines[0]["time"],
+            "level": "INFO",
+            "logger": "tests",
+            "message": "hi",
+            "request_id": "req-7",
+        }
+    ]
+
+
+async def test_debug_mode_logs_how_many_statements_a_request_ran(
+    make_live_app: Callable[..., FastAPI], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_live_app(debug=True)
+
+    @app.get("/probe/three-queries")
+    async def three_queries() -> None:
+        for _ in range(3):
+            await db.session.execute(text("SELECT 1"))
+
+    caplog.set_level(logging.INFO, logger="app.requests")
+    async with serve(app) as client:
+        await client.get("/probe/three-queries")
+        await client.get("/health/live")
+
+    counts = [record.sql_statements for record in request_lines(caplog)]
+    assert counts == [3, 0]
+
+
+async def test_the_database_url_is_logged_with_the_password_masked(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing listens on port 1, so startup fails, naming the database and the fix.
+    url = "postgresql://app:s3cret-password@127.0.0.1:1/app"
+    app = create_app(settings.model_copy(update={"database_url": url}))
+
+    with pytest.raises(RuntimeError, match="Cannot reach the main database") as failure:
+        async with serve(app):
+            pass
+
+    masked = "postgresql+asyncpg://app:***@127.0.0.1:1/app"
+    assert f"database main: {masked}" in caplog.text
+    assert f"at {masked} (ConnectionRefusedError); check DATABASE_URL" in str(failure.value)
+    assert "s3cret-password" not in caplog.text + str(failure.value)
