@@ -99,10 +99,13 @@ def _selected(everyone: list[Contestant], only: str | None) -> list[Contestant]:
 
 
 def _memory(
-    chosen: list[Contestant], *, rows: int, cpu: int, url: str
+    chosen: list[Contestant], failures: dict[str, str], *, rows: int, cpu: int, url: str
 ) -> dict[str, MemorySample | str]:
     outcomes: dict[str, MemorySample | str] = {}
     for contestant in chosen:
+        if contestant.key in failures:
+            # Its setup already failed; the table says why.
+            continue
         if contestant.export is None:
             if contestant.key == SERVICE:
                 outcomes[contestant.key] = "missing: the baked service has no export route yet"
@@ -209,6 +212,14 @@ def main() -> int:
             except ServerError as error:
                 failures[contestant.key] = str(error)
                 _log(f"  failed: {error}")
+                continue
+            if contestant.seed is not None:
+                _log(f"database: seeding the {contestant.title}'s tables")
+                try:
+                    contestant.seed(contestant.database)
+                except (OSError, asyncpg.PostgresError) as error:
+                    failures[contestant.key] = f"seeding its database failed: {error}"
+                    _log(f"  failed: {error}")
     if arguments.profile:
         key, _, endpoint = arguments.profile.partition(":")
         matches = [c for c in chosen if c.key == key and endpoint in c.routes]
@@ -222,7 +233,7 @@ def main() -> int:
             database_url=sqlalchemy_url, output=RESULTS / "profiles",
         )  # fmt: skip
         return 0
-    memory = _memory(chosen, rows=arguments.rows, cpu=cores[0], url=sqlalchemy_url)
+    memory = _memory(chosen, failures, rows=arguments.rows, cpu=cores[0], url=sqlalchemy_url)
 
     rounds = []
     for number in range(arguments.rounds):

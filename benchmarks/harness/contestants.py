@@ -1,9 +1,11 @@
 """The contestants, the endpoints they serve and the requests that measure them."""
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .database import sqlalchemy_url
+from .database import SERVICE_USERS, seed_service, service_user_id, sqlalchemy_url
 
 __all__ = [
     "BASELINE",
@@ -28,6 +30,8 @@ ENDPOINTS = {
 
 # The same as ENGINE_ARGS in apps/items.py, which the other contestants import.
 POOL = {"pool_size": 10, "max_overflow": 0}
+# The same as LIST_SIZE in apps/items.py.
+LIST_SIZE = 50
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,10 @@ class Route:
     path: str
     body: str | None = None
     status: int = 200
-    # For a list endpoint: how many items the JSON array must hold.
+    # For a list endpoint: how many items the JSON array must hold, and, when the
+    # answer is an object (a page), the key of that array in it.
     length: int | None = None
+    items: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,8 @@ class Contestant:
     # by the `setup` commands (arguments to the venv's python, run in `app_dir`).
     database: str | None = None
     setup: tuple[tuple[str, ...], ...] = ()
+    # Fills that database once the setup has run, given its libpq URL.
+    seed: Callable[[str], None] | None = None
 
 
 def _shared_routes(rows: int) -> dict[str, Route]:
@@ -69,17 +77,25 @@ def _shared_routes(rows: int) -> dict[str, Route]:
         "no-db": Route("GET", "/ping"),
         # A row from the middle of the seeded table.
         "read": Route("GET", f"/items/{rows // 2 + 1}"),
-        "list": Route("GET", "/items", length=50),
+        "list": Route("GET", "/items", length=LIST_SIZE),
         "insert": Route("POST", "/items", body='{"name": "new-{tag}-{n}", "value": 7}', status=201),
     }
 
 
-# The baked service's own endpoints. The example API (users and notes, with its
-# streaming export) is not in the template yet; each endpoint it adds goes here,
-# and the report lists every endpoint missing from this table.
-SERVICE_ROUTES = {
-    "no-db": Route("GET", "/health/live"),
-}
+def _service_routes() -> dict[str, Route]:
+    """The baked service's own example endpoints, on the rows `database.seed_service` writes."""
+    # The service sets its own rules for e-mails and usernames, and both are unique:
+    # the run's tag and the request counter keep every insert new.
+    created = '{"email": "bench-{tag}-{n}@example.com", "username": "bench-{tag}-{n}"}'
+    return {
+        "no-db": Route("GET", "/health/live"),
+        "read": Route("GET", f"/users/{service_user_id(SERVICE_USERS // 2 + 1)}"),
+        # A page object: the first 50 users by creation time, with the total count.
+        "list": Route("GET", f"/users?limit={LIST_SIZE}", length=LIST_SIZE, items="items"),
+        # Also queues the service's welcome note, a second transaction after the response.
+        "insert": Route("POST", "/users", body=created, status=201),
+    }
+
 
 SESSION_LAYER = "app-db"
 SERVICE = "service"
@@ -91,7 +107,8 @@ def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestan
     """The five contestants, for a service baked into `project` and `rows` seeded items.
 
     The service gets a database of its own (`service_dsn`, a libpq URL), built by its
-    own migrations: it refuses to start on a database that is not up to date.
+    own migrations (it refuses to start on a database that is not up to date), then
+    seeded with `rows` notes, which its export streams, and the users who wrote them.
     """
     shared = _shared_routes(rows)
     return [
@@ -110,7 +127,7 @@ def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestan
             target="app.main:create_app",
             factory=True,
             app_dir=project,
-            routes=SERVICE_ROUTES,
+            routes=_service_routes(),
             env={
                 "DATABASE_URL": sqlalchemy_url(service_dsn),
                 # The service's settings for the pool every contestant gets.
@@ -119,6 +136,8 @@ def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestan
             },
             database=service_dsn,
             setup=(("-m", "app.migrate", "upgrade"),),
+            seed=functools.partial(seed_service, users=SERVICE_USERS, notes=rows),
+            export=Route("GET", "/export/notes"),
         ),
         Contestant(
             key=BASELINE,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,11 @@ class Server:
         Path(f"/proc/{self.pid}/clear_refs").write_text("5")
 
 
-def request(port: int, route: Route, tag: str = "check") -> Any:
+def request(port: int, route: Route) -> Any:
     """Send `route` once and return its decoded JSON, or raise ServerError."""
+    # A fresh tag per check, since every round checks the insert again and a unique
+    # column would answer the second one with 409.
+    tag = "check-" + uuid.uuid4().hex[:8]
     body = route.body.replace("{tag}", tag).replace("{n}", "0") if route.body else None
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -87,10 +91,14 @@ def request(port: int, route: Route, tag: str = "check") -> Any:
         raise ServerError(
             f"{route.method} {route.path} answered with no JSON: {payload[:300]!r}"
         ) from error
-    if route.length is not None and len(decoded) != route.length:
-        raise ServerError(
-            f"{route.method} {route.path} returned {len(decoded)} items, expected {route.length}"
-        )
+    if route.length is not None:
+        items = decoded.get(route.items) if route.items and isinstance(decoded, dict) else decoded
+        if not isinstance(items, list) or len(items) != route.length:
+            found = f"{len(items)} items" if isinstance(items, list) else "no list"
+            where = f" in {route.items!r}" if route.items else ""
+            raise ServerError(
+                f"{route.method} {route.path} returned {found}{where}, expected {route.length}"
+            )
     return decoded
 
 
