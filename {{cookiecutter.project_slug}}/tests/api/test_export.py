@@ -18,6 +18,7 @@ from starlette.types import Message
 from app.api.routes.export import BATCH_SIZE
 from app.models.note import Note
 from app.models.user import User
+from tests.asgi import http_scope
 from tests.conftest import serve
 from tests.factories import make_note, make_user
 
@@ -118,26 +119,9 @@ async def test_a_client_disconnect_mid_export_returns_the_connection(
         # ClientDisconnect for the server; older servers send a message instead.
         if how == "send fails":
             with pytest.raises(ClientDisconnect):
-                await app(_scope("/export/notes", spec_version="2.4"), receive, send)
+                await app(http_scope("/export/notes", spec_version="2.4"), receive, send)
         else:
-            await app(_scope("/export/notes", spec_version="2.3"), receive, send)
+            await app(http_scope("/export/notes"), receive, send)
 
         assert 1 <= len(chunks) < committed_notes // BATCH_SIZE
         assert engine.pool.checkedout() == 0
-
-
-def _scope(path: str, *, spec_version: str) -> dict[str, object]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": spec_version},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test")],
-        "client": ("127.0.0.1", 1),
-        "server": ("test", 80),
-    }

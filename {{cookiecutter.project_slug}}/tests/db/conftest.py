@@ -13,6 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from starlette.types import ASGIApp, Message
 
 from app.db import SessionProxy, SQLAlchemyMiddleware, create_middleware_and_session_proxy
+from tests.asgi import http_scope
 
 APPLICATION_NAME = "session-layer-tests"
 
@@ -116,20 +117,7 @@ async def call(
     disconnect: asyncio.Event | None = None,
 ) -> list[Message]:
     """One raw ASGI request; `disconnect` set means the client went away."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test")],
-        "client": ("127.0.0.1", 1),
-        "server": ("test", 80),
-    }
+    scope = http_scope(path)
     sent: list[Message] = []
     body_sent = False
 

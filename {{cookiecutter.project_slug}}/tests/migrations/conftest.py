@@ -14,8 +14,16 @@ from sqlalchemy import URL, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import create_engine
+from app.migrate import databases
 
 NewDatabase = Callable[[], Awaitable[AsyncEngine]]
+
+
+@pytest.fixture(params=databases())
+def database(request: pytest.FixtureRequest) -> str:
+    """Each database that has migrations: "main", and "audit" when the project has one."""
+    name: str = request.param
+    return name
 
 
 @pytest.fixture(scope="session")

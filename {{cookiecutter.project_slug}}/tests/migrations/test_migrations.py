@@ -13,20 +13,12 @@ from app.migrate import (
     alembic_config,
     check,
     current_revision,
-    databases,
     downgrade,
     is_up_to_date,
     target_metadata,
     upgrade,
 )
 from tests.migrations.conftest import NewDatabase
-
-
-@pytest.fixture(params=databases())
-def database(request: pytest.FixtureRequest) -> str:
-    """Each database that has migrations: "main", and "audit" when the project has one."""
-    name: str = request.param
-    return name
 
 
 def _model_tables(database: str) -> set[str]:

@@ -13,7 +13,6 @@ from app.migrate import (
     alembic_config,
     check,
     current_revision,
-    databases,
     ensure_up_to_date,
     is_up_to_date,
     sync,
@@ -24,12 +23,6 @@ from app.migrate import main as migrate_cli
 from app.settings import get_settings
 from tests.migrations.conftest import NewDatabase
 from tests.migrations.test_migrations import _head, _tables
-
-
-@pytest.fixture(params=databases())
-def database(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 async def test_sync_creates_an_empty_database_then_upgrades(
