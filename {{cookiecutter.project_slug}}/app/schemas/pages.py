@@ -1,12 +1,15 @@
 """Pagination: the query parameters every list takes, and the page it returns."""
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-__all__ = ["MAX_PAGE_SIZE", "Page", "PageParams"]
+__all__ = ["MAX_PAGE_SIZE", "Page", "PageParams", "paginate"]
 
 T = TypeVar("T")
+ReadT = TypeVar("ReadT", bound=BaseModel)
 
 # A bound on every page, so that no single request can read a whole table into memory;
 # the streaming export is the way to get everything.
@@ -27,3 +30,19 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+async def paginate(
+    session: AsyncSession, query: Select[Any], params: PageParams, read_as: type[ReadT]
+) -> Page[ReadT]:
+    """One page of `query`, which must be ordered, each row read as `read_as`, with the
+    total number of rows the query matches."""
+    counted = select(func.count()).select_from(query.order_by(None).subquery())
+    total = await session.scalar(counted)
+    rows = await session.scalars(query.limit(params.limit).offset(params.offset))
+    return Page(
+        items=[read_as.model_validate(row) for row in rows],
+        total=total or 0,
+        limit=params.limit,
+        offset=params.offset,
+    )

@@ -19,7 +19,7 @@ entry whose subject still exists marks an attempt that failed. See README.md,
 import uuid
 
 from fastapi import APIRouter, Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app.api.deps import PageDep, SessionDep
 from app.audit import AuditSessionDep, record
@@ -27,7 +27,7 @@ from app.errors import NotFoundError
 from app.models.audit_entry import AuditEntry
 from app.models.user import User
 from app.schemas.audit import AuditEntryRead
-from app.schemas.pages import Page
+from app.schemas.pages import Page, paginate
 
 __all__ = ["router"]
 
@@ -50,13 +50,5 @@ async def delete_user_on_record(
 @router.get("/audit-log")
 async def read_audit_log(audit_session: AuditSessionDep, page: PageDep) -> Page[AuditEntryRead]:
     """Audit entries, newest first, read from the audit database."""
-    entries = await audit_session.scalars(
-        select(AuditEntry).order_by(AuditEntry.id.desc()).limit(page.limit).offset(page.offset)
-    )
-    total = await audit_session.scalar(select(func.count()).select_from(AuditEntry))
-    return Page(
-        items=[AuditEntryRead.model_validate(entry) for entry in entries],
-        total=total or 0,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    query = select(AuditEntry).order_by(AuditEntry.id.desc())
+    return await paginate(audit_session, query, page, AuditEntryRead)

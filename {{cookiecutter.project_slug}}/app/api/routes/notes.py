@@ -8,7 +8,7 @@ very session `db.session` returns (see routes/users.py), committed by the middle
 import uuid
 
 from fastapi import APIRouter, Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import PageDep, SessionDep
@@ -16,7 +16,7 @@ from app.errors import NotFoundError
 from app.models.note import Note
 from app.models.user import User
 from app.schemas.notes import NoteCreate, NoteRead, NoteUpdate
-from app.schemas.pages import Page
+from app.schemas.pages import Page, paginate
 
 __all__ = ["router"]
 
@@ -42,14 +42,7 @@ async def list_notes(
     query = select(Note)
     if user_id is not None:
         query = query.where(Note.user_id == user_id)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    notes = await session.scalars(query.order_by(Note.id).limit(page.limit).offset(page.offset))
-    return Page(
-        items=[NoteRead.model_validate(note) for note in notes],
-        total=total or 0,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return await paginate(session, query.order_by(Note.id), page, NoteRead)
 
 
 @router.get("/{note_id}")

@@ -9,7 +9,7 @@ route here commits by hand.
 import uuid
 
 from fastapi import APIRouter, BackgroundTasks, Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import PageDep
@@ -17,7 +17,7 @@ from app.db import db
 from app.errors import ConflictError, NotFoundError, is_unique_violation
 from app.models.note import Note
 from app.models.user import User
-from app.schemas.pages import Page
+from app.schemas.pages import Page, paginate
 from app.schemas.users import UserCreate, UserRead, UserUpdate
 
 __all__ = ["router"]
@@ -41,16 +41,8 @@ async def create_user(body: UserCreate, background: BackgroundTasks) -> UserRead
 @router.get("")
 async def list_users(page: PageDep) -> Page[UserRead]:
     """Users by creation time, a page at a time, with the total count."""
-    total = await db.session.scalar(select(func.count()).select_from(User))
-    users = await db.session.scalars(
-        select(User).order_by(User.created_at, User.id).limit(page.limit).offset(page.offset)
-    )
-    return Page(
-        items=[UserRead.model_validate(user) for user in users],
-        total=total or 0,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    query = select(User).order_by(User.created_at, User.id)
+    return await paginate(db.session, query, page, UserRead)
 
 
 @router.get("/{user_id}")
