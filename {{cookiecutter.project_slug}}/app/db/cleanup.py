@@ -1,6 +1,7 @@
 """Ending sessions: commit or roll back, then close, and finish even when cancelled."""
 
 import asyncio
+import functools
 import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -36,18 +37,30 @@ async def shielded(coroutine: Coroutine[Any, Any, T]) -> T:
     scopes re-deliver cancellation at every await, so a single `asyncio.shield` would hand
     control back (and end the request) while the connection is still being released.
     """
-    task = asyncio.get_running_loop().create_task(coroutine)
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(coroutine)
     cancelled: asyncio.CancelledError | None = None
     while not task.done():
+        # A bare future woken by the task's done-callback: awaiting it cannot cancel the
+        # task, and it is cheaper than `asyncio.wait` or `asyncio.shield`.
+        waiter = loop.create_future()
+        wake = functools.partial(_wake, waiter)
+        task.add_done_callback(wake)
         try:
-            await asyncio.wait((task,))
+            await waiter
         except asyncio.CancelledError as exc:
             cancelled = exc
+            task.remove_done_callback(wake)
     if cancelled is not None:
         if not task.cancelled() and task.exception() is not None:
             logger.error("database cleanup failed during cancellation", exc_info=task.exception())
         raise cancelled
     return task.result()
+
+
+def _wake(waiter: asyncio.Future[None], _task: object) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 async def quietly(coroutine: Coroutine[Any, Any, None]) -> None:

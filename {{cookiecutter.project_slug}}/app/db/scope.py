@@ -45,8 +45,16 @@ class SessionScope:
         if self.finalized:
             return
         self.finalized = True
-        if self.session is not None:
-            await shielded(end_session(self.session, commit=commit))
+        session = self.session
+        if session is None:
+            return
+        if session.in_transaction():
+            await shielded(end_session(session, commit=commit))
+        else:
+            # Without a transaction (the app committed or rolled back itself) the session
+            # holds no connection and ending it does no I/O, so it never suspends and
+            # there is nothing for a cancellation to interrupt: skip the shield's task.
+            await end_session(session, commit=commit)
 
     async def discard(self) -> None:
         """End while an exception propagates: roll back and close, logging any failure."""
