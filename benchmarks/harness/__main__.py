@@ -18,7 +18,7 @@ import asyncpg
 
 from . import database
 from .contestants import ENDPOINTS, SERVICE, Contestant, contestants
-from .load import CONNECTIONS, measure
+from .load import CONNECTIONS, Slice, combine, load_slice, warm_up
 from .memory import MemorySample, measure_export
 from .profile import profile
 from .report import Results, Round, render
@@ -27,6 +27,7 @@ from .server import Server, ServerError, request, running, set_up
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 # Rounds, warm-up seconds and measured seconds per endpoint.
 FULL = (3, 2, 5)
+SLICE_SECONDS = 1
 QUICK = (1, 1, 3)
 ROWS = 1_000_000
 PACKAGES = (
@@ -47,7 +48,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="one short round, for a smoke run")
     parser.add_argument("--rounds", type=int, help="rounds of every contestant (default 3)")
     parser.add_argument("--warmup", type=int, help="warm-up seconds per endpoint (default 2)")
-    parser.add_argument("--seconds", type=int, help="measured seconds per endpoint (default 5)")
+    parser.add_argument(
+        "--seconds",
+        type=int,
+        help="measured seconds per endpoint and contestant, in one-second slices (default 5)",
+    )
     parser.add_argument("--rows", type=int, default=ROWS, help="rows seeded and exported")
     parser.add_argument(
         "--only", help="comma-separated contestant keys to run (the baseline always runs)"
@@ -133,8 +138,9 @@ def _round(
     cores: tuple[int, int],
     url: str,
 ) -> Round:
-    """Start every contestant, then load one endpoint on each in turn before the next endpoint,
-    so that a contestant and the baseline are measured at most a few seconds apart."""
+    """Start every contestant, then measure one endpoint on all of them before the next
+    endpoint, in slices that alternate between them, so that every contestant and the
+    baseline are measured in the same seconds."""
     server_cpu, wrk_cpu = cores
     measured: Round = {}
     with contextlib.ExitStack() as stack:
@@ -153,13 +159,19 @@ def _round(
                 continue
             started.append((contestant, server))
         for endpoint in ENDPOINTS:
-            for contestant, server in started:
-                route = contestant.routes.get(endpoint)
-                if route is None:
-                    continue
-                sample = measure(
-                    server, route, warmup=arguments.warmup, seconds=arguments.seconds, cpu=wrk_cpu
-                )
+            serving = [(c, s, c.routes[endpoint]) for c, s in started if endpoint in c.routes]
+            for _, server, route in serving:
+                warm_up(server, route, seconds=arguments.warmup, cpu=wrk_cpu)
+            # The measured seconds are cut into one-second slices that take turns between
+            # the contestants, back and forth, so that a slow spell of the machine falls on
+            # all of them instead of on whoever was running.
+            slices: dict[str, list[Slice]] = {c.key: [] for c, _, _ in serving}
+            for turn in range(arguments.seconds):
+                for contestant, server, route in serving[:: 1 if turn % 2 == 0 else -1]:
+                    part = load_slice(server, route, seconds=SLICE_SECONDS, cpu=wrk_cpu)
+                    slices[contestant.key].append(part)
+            for contestant, _, _ in serving:
+                sample = combine(slices[contestant.key])
                 measured.setdefault(contestant.key, {})[endpoint] = sample
                 _log(
                     f"round {number}/{arguments.rounds} {endpoint:6} {contestant.title:32}"
@@ -249,7 +261,8 @@ def main() -> int:
     header = [
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {kind} run "
         f"of {minutes:.1f} min: {arguments.rounds} round(s), each endpoint warmed up for "
-        f"{arguments.warmup} s and measured for {arguments.seconds} s with wrk "
+        f"{arguments.warmup} s and measured for {arguments.seconds} s, in slices of "
+        f"{SLICE_SECONDS} s that alternate between the contestants, with wrk "
         f"({CONNECTIONS} connections, 1 thread, core {cores[1]}); uvicorn on core {cores[0]} "
         f"(1 worker, uvloop, httptools, no access log); {postgres}; pool of 10, no overflow; "
         f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after.",

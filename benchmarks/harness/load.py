@@ -1,9 +1,10 @@
-"""Load from wrk on loopback: a warm-up, then a measured period with the server's CPU time."""
+"""Load from wrk on loopback: warm-ups, and measured slices with the server's CPU time."""
 
 import json
 import os
 import subprocess
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from .contestants import Route
 from .server import Server
 
-__all__ = ["CONNECTIONS", "Sample", "measure"]
+__all__ = ["CONNECTIONS", "Sample", "Slice", "combine", "load_slice", "measure", "warm_up"]
 
 CONNECTIONS = 20
 # Far above any latency a contestant should show, so that slow requests are
@@ -40,6 +41,18 @@ class Sample:
         return self.cpu_seconds / self.requests * 1e6 if self.requests else float("inf")
 
 
+@dataclass(frozen=True)
+class Slice:
+    """One wrk run against one server: what it counted and the server's CPU time meanwhile."""
+
+    requests: int
+    seconds: float
+    cpu_seconds: float
+    errors: int
+    # The latency in microseconds at every 1/len(quantiles) of the requests, ascending.
+    quantiles: tuple[int, ...]
+
+
 def _wrk(server: Server, route: Route, *, seconds: int, cpu: int) -> dict[str, Any]:
     env = {
         **os.environ,
@@ -65,17 +78,57 @@ def _wrk(server: Server, route: Route, *, seconds: int, cpu: int) -> dict[str, A
     raise RuntimeError(f"wrk printed no result (exit {completed.returncode}):\n{output}")
 
 
-def measure(server: Server, route: Route, *, warmup: int, seconds: int, cpu: int) -> Sample:
-    """Warm the endpoint up, then load it for `seconds` and read the server's CPU time around it."""
-    _wrk(server, route, seconds=warmup, cpu=cpu)
+def warm_up(server: Server, route: Route, *, seconds: int, cpu: int) -> None:
+    """Load `route` for `seconds` without measuring, so pools and caches are filled."""
+    _wrk(server, route, seconds=seconds, cpu=cpu)
+
+
+def load_slice(server: Server, route: Route, *, seconds: int, cpu: int) -> Slice:
+    """Load `route` for `seconds` and read the server's CPU time around it."""
     cpu_before = server.cpu_seconds()
     result = _wrk(server, route, seconds=seconds, cpu=cpu)
     cpu_after = server.cpu_seconds()
-    return Sample(
+    return Slice(
         requests=result["requests"],
         seconds=result["duration_us"] / 1e6,
-        p50_ms=result["p50_us"] / 1e3,
-        p99_ms=result["p99_us"] / 1e3,
         cpu_seconds=cpu_after - cpu_before,
         errors=sum(result["errors"].values()),
+        quantiles=tuple(result["quantiles"]),
     )
+
+
+def combine(slices: Iterable[Slice]) -> Sample:
+    """One sample from several slices: their totals, and percentiles of their merged latencies."""
+    slices = list(slices)
+    # Each quantile point stands for its share of its slice's requests.
+    weighted = sorted(
+        (latency, part.requests / len(part.quantiles))
+        for part in slices
+        for latency in part.quantiles
+    )
+    return Sample(
+        requests=sum(part.requests for part in slices),
+        seconds=sum(part.seconds for part in slices),
+        p50_ms=_percentile(weighted, 50) / 1e3,
+        p99_ms=_percentile(weighted, 99) / 1e3,
+        cpu_seconds=sum(part.cpu_seconds for part in slices),
+        errors=sum(part.errors for part in slices),
+    )
+
+
+def measure(server: Server, route: Route, *, warmup: int, seconds: int, cpu: int) -> Sample:
+    """Warm `route` up, then measure it in one piece (for a single contestant)."""
+    warm_up(server, route, seconds=warmup, cpu=cpu)
+    return combine([load_slice(server, route, seconds=seconds, cpu=cpu)])
+
+
+def _percentile(weighted: list[tuple[int, float]], percent: float) -> float:
+    """The lowest latency at or below which `percent` of the weighted requests fall."""
+    wanted = percent / 100 * sum(weight for _, weight in weighted)
+    seen = 0.0
+    for latency, weight in weighted:
+        seen += weight
+        # A tolerance for the float sums, so that one slice reproduces wrk's own figures.
+        if seen >= wanted * (1 - 1e-9) and seen > 0:
+            return latency
+    return 0.0

@@ -4,6 +4,7 @@
 -- containing "{n}" gets a per-connection-thread counter there, so that inserts
 -- into a column with a unique constraint never collide.
 
+local QUANTILES = 1000
 local body = os.getenv("BENCH_BODY")
 wrk.method = os.getenv("BENCH_METHOD") or "GET"
 
@@ -21,11 +22,20 @@ if body then
 end
 
 done = function(summary, latency, requests)
+  -- The latency at every tenth of a percent of the requests, so that the harness
+  -- can merge several runs, each point standing for a thousandth of its run's
+  -- requests, before it takes their percentiles.
+  local quantiles = {}
+  for step = 1, QUANTILES do
+    quantiles[step] = string.format("%d", latency:percentile(step * 100 / QUANTILES))
+  end
   local errors = summary.errors
   io.write(string.format(
-    'BENCH_RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
-      .. '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    errors.connect, errors.read, errors.write, errors.status, errors.timeout
+    'BENCH_RESULT {"requests": %d, "duration_us": %d, '
+      .. '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, '
+      .. '"quantiles": [%s]}\n',
+    summary.requests, summary.duration,
+    errors.connect, errors.read, errors.write, errors.status, errors.timeout,
+    table.concat(quantiles, ", ")
   ))
 end
