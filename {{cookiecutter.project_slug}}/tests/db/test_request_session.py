@@ -180,6 +180,47 @@ async def test_original_exception_wins_when_cleanup_fails(make_app, proxy, clien
     assert engine.pool.checkedout() == 0
 
 
+async def test_only_a_session_still_in_a_transaction_is_ended_in_a_task_of_its_own(
+    make_app, proxy, engine
+):
+    # The shield's task keeps a cancellation from cutting a rollback or commit short.
+    # A route that committed itself leaves nothing to cut short, so its request ends
+    # without one; either way the row is kept and the connection is back in the pool.
+    app = make_app(commit_on_exit=True)
+
+    @app.get("/committed")
+    async def committed() -> None:
+        proxy.session.add(Item(name="committed by the route"))
+        await proxy.session.commit()
+
+    @app.get("/pending")
+    async def pending() -> None:
+        proxy.session.add(Item(name="committed on exit"))
+        await proxy.session.flush()
+
+    loop = asyncio.get_running_loop()
+    default_factory = loop.get_task_factory()
+    started: list[str] = []
+
+    def counting_factory(loop: asyncio.AbstractEventLoop, coro, **options) -> asyncio.Task:
+        started.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **options)
+
+    loop.set_task_factory(counting_factory)
+    try:
+        committed_start = (await call(app, "/committed"))[0]
+        tasks_for_committed = list(started)
+        pending_start = (await call(app, "/pending"))[0]
+    finally:
+        loop.set_task_factory(default_factory)
+
+    assert (committed_start["status"], pending_start["status"]) == (200, 200)
+    assert tasks_for_committed == []
+    assert started == ["end_session"]
+    assert engine.pool.checkedout() == 0
+    assert await names(engine) == ["committed by the route", "committed on exit"]
+
+
 async def test_background_task_runs_after_the_connection_is_returned(
     make_app, proxy, client, engine
 ):
