@@ -9,6 +9,7 @@ from .database import SERVICE_USERS, seed_service, service_user_id, sqlalchemy_u
 
 __all__ = [
     "BASELINE",
+    "BASELINE_AGAIN",
     "ENDPOINTS",
     "PEER",
     "SERVICE",
@@ -100,11 +101,12 @@ def _service_routes() -> dict[str, Route]:
 SESSION_LAYER = "app-db"
 SERVICE = "service"
 BASELINE = "baseline"
+BASELINE_AGAIN = "baseline-again"
 PEER = "peer"
 
 
 def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestant]:
-    """The five contestants, for a service baked into `project` and `rows` seeded items.
+    """The six contestants, for a service baked into `project` and `rows` seeded items.
 
     The service gets a database of its own (`service_dsn`, a libpq URL), built by its
     own migrations (it refuses to start on a database that is not up to date), then
@@ -142,6 +144,16 @@ def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestan
         Contestant(
             key=BASELINE,
             title="Depends (baseline)",
+            target="baseline:app",
+            app_dir=APPS,
+            routes=shared,
+        ),
+        # The baseline's app in a second server: the ratios between two servers of the
+        # same code show how far apart this machine puts them, which is the noise floor
+        # under every other comparison.
+        Contestant(
+            key=BASELINE_AGAIN,
+            title="Depends, second server",
             target="baseline:app",
             app_dir=APPS,
             routes=shared,

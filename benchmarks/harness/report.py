@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from statistics import median
 
-from .contestants import BASELINE, ENDPOINTS, PEER, SESSION_LAYER, Contestant
+from .contestants import BASELINE, BASELINE_AGAIN, ENDPOINTS, PEER, SESSION_LAYER, Contestant
 from .load import Sample
 from .memory import MemorySample
 
@@ -102,6 +102,28 @@ def _table(results: Results) -> list[str]:
     return lines
 
 
+def _noise(results: Results) -> list[str]:
+    """How far apart two servers of the same code came out, from the second baseline server."""
+    per_endpoint = {
+        title: _ratios(results, BASELINE_AGAIN, endpoint, _rps, BASELINE)
+        for endpoint, title in ENDPOINTS.items()
+    }
+    every = [ratio for ratios in per_endpoint.values() for ratio in ratios]
+    if not every:
+        return []
+    spread = "; ".join(
+        f"{title} {' '.join(f'{r:.2f}' for r in ratios)}"
+        for title, ratios in per_endpoint.items()
+        if ratios
+    )
+    return [
+        f"Noise floor: two servers of the baseline's code, measured in the same slices, "
+        f"differed by up to {max(abs(r - 1) for r in every):.0%} in req/s within a round "
+        f"({spread}). A per-round difference smaller than that is within this machine's noise.",
+        "",
+    ]
+
+
 def _check(passed: bool | None, text: str) -> str:
     mark = {True: "pass", False: "MISS", None: "n/a"}[passed]
     return f"- [{mark}] {text}"
@@ -183,6 +205,7 @@ def render(results: Results) -> str:
             "",
             *_table(results),
             "",
+            *_noise(results),
             "## Targets for the app/db layer",
             "",
             *_targets(results),
