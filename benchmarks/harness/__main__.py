@@ -18,6 +18,7 @@ import asyncpg
 
 from . import database
 from .contestants import ENDPOINTS, SERVICE, Contestant, contestants
+from .inprocess import Figures, measure_in_process
 from .load import CONNECTIONS, Slice, combine, load_slice, warm_up
 from .memory import MemorySample, measure_export
 from .profile import profile
@@ -28,6 +29,9 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 # Rounds, warm-up seconds and measured seconds per endpoint.
 FULL = (3, 2, 5)
 SLICE_SECONDS = 1
+# Batches of each app and endpoint in the in-process measurement.
+FULL_BATCHES = 20
+QUICK_BATCHES = 2
 QUICK = (1, 1, 3)
 ROWS = 1_000_000
 PACKAGES = (
@@ -128,6 +132,21 @@ def _memory(
             outcomes[contestant.key] = sample
         _log(f"  {sample.rows:,} rows in {sample.seconds:.1f} s, growth {sample.growth_mb:.1f} MB")
     return outcomes
+
+
+def _in_process(
+    chosen: list[Contestant], arguments: argparse.Namespace, *, cpu: int, url: str
+) -> Figures | str:
+    """The apps' CPU per request side by side in one process, or why that failed."""
+    batches = QUICK_BATCHES if arguments.quick else FULL_BATCHES
+    _log(f"in one process: {batches} batches per app and endpoint")
+    try:
+        return measure_in_process(
+            chosen, project=arguments.project, batches=batches, cpu=cpu, database_url=url
+        )
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
+        _log(f"  failed: {error}")
+        return f"failed: {str(error).splitlines()[0]}"
 
 
 def _round(
@@ -246,6 +265,7 @@ def main() -> int:
         )  # fmt: skip
         return 0
     memory = _memory(chosen, failures, rows=arguments.rows, cpu=cores[0], url=sqlalchemy_url)
+    in_process = _in_process(chosen, arguments, cpu=cores[0], url=sqlalchemy_url)
 
     rounds = []
     for number in range(arguments.rounds):
@@ -269,7 +289,7 @@ def main() -> int:
         "",
         _versions() + ".",
     ]
-    results = Results(chosen, rounds, failures, memory, header)
+    results = Results(chosen, rounds, failures, memory, in_process, header)
     markdown = render(results)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.md").write_text(markdown)
@@ -280,11 +300,16 @@ def main() -> int:
         ],
         "failures": failures,
         "memory": {k: v if isinstance(v, str) else asdict(v) for k, v in memory.items()},
+        "in_process": in_process,
     }
     (RESULTS / f"{stem}.json").write_text(json.dumps(raw, indent=2) + "\n")
     print(markdown)
     _log(f"written to {RESULTS / stem}.md in {minutes:.1f} min")
-    failed = failures or any(isinstance(v, str) and v.startswith("failed") for v in memory.values())
+    failed = (
+        failures
+        or isinstance(in_process, str)
+        or any(isinstance(v, str) and v.startswith("failed") for v in memory.values())
+    )
     return 1 if failed else 0
 
 
