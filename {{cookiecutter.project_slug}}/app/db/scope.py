@@ -52,8 +52,9 @@ class SessionScope:
             await shielded(end_session(session, commit=commit))
         else:
             # Without a transaction (the app committed or rolled back itself) the session
-            # holds no connection and ending it does no I/O, so it never suspends and
-            # there is nothing for a cancellation to interrupt: skip the shield's task.
+            # holds no connection: ending it sends nothing to the database, so it needs
+            # no task of its own. Should a commit listener query and be cancelled,
+            # end_session's error path still closes the session through the shield.
             await end_session(session, commit=commit)
 
     async def discard(self) -> None:
