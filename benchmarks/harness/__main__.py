@@ -28,11 +28,11 @@ from .server import Server, ServerError, request, running, set_up
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 # Rounds, warm-up seconds and measured seconds per endpoint.
 FULL = (3, 2, 5)
+QUICK = (1, 1, 3)
 SLICE_SECONDS = 1
 # Batches of each app and endpoint in the in-process measurement.
 FULL_BATCHES = 20
 QUICK_BATCHES = 2
-QUICK = (1, 1, 3)
 ROWS = 1_000_000
 PACKAGES = (
     "fastapi", "starlette", "pydantic", "sqlalchemy", "asyncpg", "uvicorn", "uvloop",

@@ -128,10 +128,12 @@ def _in_process(results: Results) -> list[str]:
         f"The apps side by side in one process (`harness/inprocess.py`): {CLIENTS} concurrent "
         f"in-process clients, {' or '.join(map(str, sorted(batches)))} batches of "
         f"{BATCH_REQUESTS} requests per app and endpoint, taking turns, and the process's CPU "
-        "time around each batch. No HTTP server, so no server-to-server noise; the absolute "
-        "figures leave out uvicorn's share.",
+        "time around each batch. No HTTP server, so no server-to-server noise and no uvicorn "
+        "in the absolute figures; the database endpoints still move by several percent from "
+        "run to run.",
         "",
-        "| endpoint | contestant | CPU/req | vs fastapi-async-sqlalchemy | CPU µs/req |",
+        "| endpoint | contestant | CPU/req vs baseline | vs fastapi-async-sqlalchemy "
+        "| CPU µs/req |",
         "|---|---|--:|--:|--:|",
     ]
     for endpoint, title in ENDPOINTS.items():
