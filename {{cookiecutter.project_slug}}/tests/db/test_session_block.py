@@ -6,7 +6,7 @@ import time
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import insert, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app.db import (
     MissingSessionError,
@@ -154,13 +154,18 @@ async def test_concurrent_blocks_in_tasks_do_not_see_each_other(pair, engine):
     middleware, proxy = pair
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
 
-    async def one() -> int:
+    async def one() -> tuple[AsyncSession, AsyncSession]:
         async with proxy():
-            await asyncio.sleep(0)
-            return id(proxy.session)
+            before = proxy.session
+            await asyncio.sleep(0)  # the other task opens its block meanwhile
+            return before, proxy.session
 
-    first, second = await asyncio.gather(one(), one())
-    assert first != second
+    # The sessions themselves, not their id()s: a closed session may be freed and its
+    # address reused by the next one.
+    (first, first_again), (second, second_again) = await asyncio.gather(one(), one())
+    assert first is first_again
+    assert second is second_again
+    assert first is not second
 
 
 async def _write_then_raise(proxy) -> None:
