@@ -29,7 +29,7 @@ from typing import Any
 
 from .contestants import APPS, ENDPOINTS, Contestant, Route
 
-__all__ = ["measure_in_process", "runs_in_process"]
+__all__ = ["BATCH_REQUESTS", "CLIENTS", "Figures", "measure_in_process"]
 
 CLIENTS = 20
 BATCH_REQUESTS = 400
@@ -41,7 +41,7 @@ App = Callable[[dict[str, Any], Any, Any], Coroutine[Any, Any, None]]
 Figures = dict[str, dict[str, dict[str, float]]]
 
 
-def runs_in_process(contestant: Contestant) -> bool:
+def _runs_in_process(contestant: Contestant) -> bool:
     """Whether the contestant is one of the apps in `apps/`, served from a module of its own."""
     return contestant.app_dir == APPS and not contestant.factory
 
@@ -55,7 +55,7 @@ def measure_in_process(
     for contestant in chosen:
         module = contestant.target.partition(":")[0]
         # A second server of an app already in the list adds nothing in one process.
-        if runs_in_process(contestant) and module not in modules.values():
+        if _runs_in_process(contestant) and module not in modules.values():
             modules[contestant.key] = module
     routes = {c.key: _route_json(c) for c in chosen if c.key in modules}
     command = [
