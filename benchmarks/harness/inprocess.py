@@ -24,6 +24,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,11 @@ def measure_in_process(
         # A second server of an app already in the list adds nothing in one process.
         if _runs_in_process(contestant) and module not in modules.values():
             modules[contestant.key] = module
-    routes = {c.key: _route_json(c) for c in chosen if c.key in modules}
+    routes = {
+        c.key: {endpoint: asdict(route) for endpoint, route in c.routes.items()}
+        for c in chosen
+        if c.key in modules
+    }
     command = [
         "taskset", "-c", str(cpu), sys.executable, "-m", "harness.inprocess",
         "--batches", str(batches), json.dumps(modules), json.dumps(routes),
@@ -80,13 +85,6 @@ def measure_in_process(
         raise RuntimeError(f"the in-process run failed:\n{completed.stderr.strip()}")
     figures: Figures = json.loads(completed.stdout.splitlines()[-1])
     return figures
-
-
-def _route_json(contestant: Contestant) -> dict[str, dict[str, Any]]:
-    return {
-        endpoint: {"method": r.method, "path": r.path, "body": r.body, "status": r.status}
-        for endpoint, r in contestant.routes.items()
-    }
 
 
 def _cpu_seconds() -> float:
