@@ -50,7 +50,8 @@ def _variants() -> dict[str, dict[str, str]]:
 
 VARIANTS = _variants()
 JINJA_MARKERS = ("{{", "{%", "cookiecutter.")
-TEMPLATE_SYNTAX = {"*.mako": "${", "*.yml": "${{"}
+# What each kind of file in `_copy_without_render` holds of its own template syntax.
+TEMPLATE_SYNTAX = {"*.mako": "${"}
 
 
 @pytest.fixture(scope="session")
