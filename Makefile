@@ -13,17 +13,17 @@ help: ## List the targets
 
 install: $(VENV)/.installed ## Create .venv with the template's tools and the baked service's dependencies
 
-$(VENV)/.installed: pyproject.toml $(TEMPLATE)/pyproject.toml tests/baked_requirements.py
+$(VENV)/.installed: pyproject.toml $(TEMPLATE)/pyproject.toml tools/baked_requirements.py tests/variants.py cookiecutter.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --group dev
-	$(BIN)/python tests/baked_requirements.py $(VENV)/baked-requirements.txt > /dev/null
+	$(BIN)/python -m tools.baked_requirements $(VENV)/baked-requirements.txt > /dev/null
 	$(BIN)/python -m pip install --quiet -r $(VENV)/baked-requirements.txt
 	@touch $@
 
 test: install ## Lint the template's tests and run them: bake every variant and test what comes out
-	$(BIN)/ruff check tests
-	$(BIN)/ruff format --check tests
+	$(BIN)/ruff check tests tools
+	$(BIN)/ruff format --check tests tools
 	$(BIN)/python -m pytest -n auto
 
 demo: install ## Bake the default answers into ./demo/ and run its `make dev`

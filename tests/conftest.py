@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from cookiecutter.main import cookiecutter
 
-TEMPLATE = Path(__file__).resolve().parents[1]
+from tests.variants import TEMPLATE
+
 BIN = Path(sys.executable).parent
 RUNNING_IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
 

@@ -7,48 +7,14 @@ on MariaDB.
 """
 
 import fnmatch
-import itertools
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEMPLATE, bake_into, run, server_url
+from tests.conftest import bake_into, run, server_url
+from tests.variants import CHOICES, CONTEXT, VARIANTS
 
-CONTEXT = json.loads((TEMPLATE / "cookiecutter.json").read_text())
 COPY_WITHOUT_RENDER: list[str] = CONTEXT["_copy_without_render"]
-CHOICES = {
-    name: values
-    for name, values in CONTEXT.items()
-    if isinstance(values, list) and not name.startswith("_")
-}
-DEFAULTS = {name: values[0] for name, values in CHOICES.items()}
-
-
-def _variants() -> dict[str, dict[str, str]]:
-    """Name each distinct set of answers once; the all-defaults one is "default"."""
-    variants = {"default": dict(DEFAULTS)}
-    for version in CHOICES["python_version"]:
-        variants.setdefault(f"python-{version}", {**DEFAULTS, "python_version": version})
-    for database, second, example in itertools.product(
-        CHOICES["database"], CHOICES["second_database"], CHOICES["include_example_api"]
-    ):
-        answers = {
-            **DEFAULTS,
-            "database": database,
-            "second_database": second,
-            "include_example_api": example,
-        }
-        name = f"{database}-second-{second}-example-{example}"
-        variants.setdefault(name, answers)
-    unique: dict[str, dict[str, str]] = {}
-    for name, answers in variants.items():
-        if answers not in unique.values():
-            unique[name] = answers
-    return unique
-
-
-VARIANTS = _variants()
 JINJA_MARKERS = ("{{", "{%", "cookiecutter.")
 # What each kind of file in `_copy_without_render` holds of its own template syntax.
 TEMPLATE_SYNTAX = {"*.mako": "${"}

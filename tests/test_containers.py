@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import bake_into
-from tests.test_bake import VARIANTS
+from tests.variants import VARIANTS
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))

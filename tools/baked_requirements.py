@@ -2,6 +2,9 @@
 
 The template's test environment runs the baked projects' code and tools, so it
 installs exactly what their pyproject.toml files ask for, nothing typed twice.
+
+Run it from the repository's root as `python -m tools.baked_requirements TARGET`, so
+that it reads the choices from `tests/variants.py`, as the bake tests do.
 """
 
 import sys
@@ -11,11 +14,11 @@ from pathlib import Path
 
 from cookiecutter.main import cookiecutter
 
-TEMPLATE = Path(__file__).resolve().parents[1]
-DATABASES = ("postgresql", "mysql", "sqlite")
+from tests.variants import CHOICES, TEMPLATE
 
 
 def requirements_of(database: str, output: Path) -> list[str]:
+    """The dependencies and dev extra of the project baked with `database`."""
     project = cookiecutter(
         str(TEMPLATE),
         no_input=True,
@@ -30,7 +33,8 @@ def requirements_of(database: str, output: Path) -> list[str]:
 def main(target: Path) -> None:
     with tempfile.TemporaryDirectory() as output:
         wanted: dict[str, None] = {}
-        for database in DATABASES:
+        # Only the database changes what a baked project depends on.
+        for database in CHOICES["database"]:
             wanted.update(dict.fromkeys(requirements_of(database, Path(output))))
     target.write_text("\n".join(wanted) + "\n")
 
