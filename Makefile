@@ -21,9 +21,10 @@ $(VENV)/.installed: pyproject.toml $(TEMPLATE)/pyproject.toml tools/baked_requir
 	$(BIN)/python -m pip install --quiet -r $(VENV)/baked-requirements.txt
 	@touch $@
 
-test: install ## Lint the template's tests and run them: bake every variant and test what comes out
-	$(BIN)/ruff check tests tools
-	$(BIN)/ruff format --check tests tools
+test: install ## Lint the template's tests and hooks, then bake every variant and test what comes out
+	$(BIN)/ruff check tests hooks tools
+	$(BIN)/ruff format --check tests hooks tools
+	$(BIN)/mypy --strict hooks
 	$(BIN)/python -m pytest -n auto
 
 demo: install ## Bake the default answers into ./demo/ and run its `make dev`

@@ -1,18 +1,26 @@
-"""Finish a freshly baked project.
+"""Finish a freshly baked project: prune the disabled options and write `.env`.
 
-Removes the files of disabled options (features are whole files, not template
-conditionals), writes a `.env` holding a new random secret, and prints the next steps.
+An optional feature is whole files, listed below and deleted here when its option is "no".
+The Python files that wire the features in hold Jinja conditionals only around single
+lines (an import, a name, a setting with its comment), except for the six lines of
+app/main.py's lifespan that start the example's purge job. pyproject.toml's conditionals
+are single dependency lines. The files that a tool or a reader takes whole hold longer
+sections per option: alembic.ini the audit database's section, compose.yaml a service
+per database, README.md and .env.example each option's paragraphs and settings.
 """
 
 import secrets
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-SLUG = {{ cookiecutter.project_slug | tojson }}
+# The pre-gen hook has validated the slug, and the options are choices, so plain
+# literals are safe here.
+SLUG = "{{ cookiecutter.project_slug }}"
 OPTIONS = {
-    "include_example_api": {{ cookiecutter.include_example_api | tojson }},
-    "second_database": {{ cookiecutter.second_database | tojson }},
+    "include_example_api": "{{ cookiecutter.include_example_api }}",
+    "second_database": "{{ cookiecutter.second_database }}",
 }
 
 # Paths that belong to an option, removed when that option is "no".
@@ -57,10 +65,11 @@ OPTIONAL_PATHS: dict[str, list[str]] = {
 }
 
 
-def remove_disabled_options(root: Path) -> None:
+def remove_disabled_options(root: Path, options: Mapping[str, str]) -> None:
+    """Delete under `root` the paths of every option that `options` sets to "no"."""
     removed: set[str] = set()
     for option, paths in OPTIONAL_PATHS.items():
-        if OPTIONS[option] == "yes":
+        if options[option] == "yes":
             continue
         for relative in paths:
             if relative in removed:
@@ -73,22 +82,26 @@ def remove_disabled_options(root: Path) -> None:
                 path.unlink()
             else:
                 # A stale entry would leave the feature's real files behind unnoticed.
-                sys.exit(f"error: the template lists {relative} under {option}, but it does not exist.")
+                sys.exit(
+                    f"error: the template lists {relative} under {option}, but it does not "
+                    "exist; fix OPTIONAL_PATHS in hooks/post_gen_project.py."
+                )
 
 
 def write_env(root: Path) -> None:
     """Copy `.env.example` to `.env` with a secret that no other bake shares."""
+    target = root / ".env"
     example = (root / ".env.example").read_text()
     secret = secrets.token_urlsafe(32)
     env = example.replace("SECRET_KEY=\n", f"SECRET_KEY={secret}\n")
     if env == example:
         sys.exit("error: .env.example has no empty SECRET_KEY= line to fill in.")
-    (root / ".env").write_text(env)
+    target.write_text(env)
 
 
 def main() -> None:
     root = Path.cwd()
-    remove_disabled_options(root)
+    remove_disabled_options(root, OPTIONS)
     write_env(root)
     print(f"\nCreated {SLUG}/. Next steps:\n\n    cd {SLUG} && make dev\n")
     print("It runs on an embedded SQLite file until you set DATABASE_URL in .env.")

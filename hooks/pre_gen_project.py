@@ -1,18 +1,24 @@
 """Validate the free-text answers before cookiecutter writes anything.
 
-Each rule fails with one line that names the field, the value given and the rule,
-and exits non-zero; cookiecutter then removes the half-made project directory.
+Each bad answer gets one line that names the field, the value given and the rule, and the
+hook exits non-zero; cookiecutter then removes the half-made project directory.
 """
 
 import re
 import sys
+from collections.abc import Callable, Mapping
+from urllib.parse import unquote
 
-ANSWERS = {
-    "project_name": {{ cookiecutter.project_name | tojson }},
-    "project_slug": {{ cookiecutter.project_slug | tojson }},
-    "description": {{ cookiecutter.description | tojson }},
-    "author_name": {{ cookiecutter.author_name | tojson }},
-    "author_email": {{ cookiecutter.author_email | tojson }},
+# cookiecutter renders each answer into these literals percent-encoded. Jinja's `urlencode`
+# escapes every quote, backslash, control character and "%" (checked with Jinja 3.1), so the
+# literal stays valid Python whatever the user typed, and main() gets the exact answer back
+# with `unquote`. Unrendered, the module still imports, so the tests can load it.
+ENCODED_ANSWERS = {
+    "project_name": "{{ cookiecutter.project_name | urlencode }}",
+    "project_slug": "{{ cookiecutter.project_slug | urlencode }}",
+    "description": "{{ cookiecutter.description | urlencode }}",
+    "author_name": "{{ cookiecutter.author_name | urlencode }}",
+    "author_email": "{{ cookiecutter.author_email | urlencode }}",
 }
 
 SLUG = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
@@ -21,9 +27,15 @@ EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 # files that these answers are written into.
 PLAIN_TEXT = re.compile(r"[^\"\\\x00-\x1f\x7f]+")
 
-RULES = {
+
+def _is_plain(value: str, *, max_length: int) -> bool:
+    return bool(PLAIN_TEXT.fullmatch(value)) and len(value) <= max_length
+
+
+# Each field: the test its value must pass, and the rule that the error message states.
+RULES: dict[str, tuple[Callable[[str], bool], str]] = {
     "project_name": (
-        lambda v: bool(PLAIN_TEXT.fullmatch(v)) and any(c.isalpha() for c in v) and len(v) <= 80,
+        lambda v: _is_plain(v, max_length=80) and any(c.isalpha() for c in v),
         "it must contain a letter, be at most 80 characters long, and hold no quotes, "
         "backslashes or control characters",
     ),
@@ -33,12 +45,12 @@ RULES = {
         "single hyphens between them (for example my-service), at most 60 characters",
     ),
     "description": (
-        lambda v: bool(PLAIN_TEXT.fullmatch(v)) and len(v) <= 200,
+        lambda v: _is_plain(v, max_length=200),
         "it must be one line of at most 200 characters with no quotes, backslashes or "
         "control characters",
     ),
     "author_name": (
-        lambda v: bool(PLAIN_TEXT.fullmatch(v)) and len(v) <= 100,
+        lambda v: _is_plain(v, max_length=100),
         "it must be a non-empty name of at most 100 characters with no quotes, backslashes "
         "or control characters",
     ),
@@ -49,13 +61,21 @@ RULES = {
 }
 
 
+def validate(answers: Mapping[str, str]) -> list[str]:
+    """One error line per answer that breaks its rule; an empty list means all are valid."""
+    return [
+        f"error: {field} {answers[field]!r} is not valid: {rule}."
+        for field, (is_valid, rule) in RULES.items()
+        if not is_valid(answers[field])
+    ]
+
+
 def main() -> int:
-    for field, (is_valid, rule) in RULES.items():
-        value = ANSWERS[field]
-        if not is_valid(value):
-            print(f"error: {field} {value!r} is not valid: {rule}.", file=sys.stderr)
-            return 1
-    return 0
+    answers = {field: unquote(value) for field, value in ENCODED_ANSWERS.items()}
+    errors = validate(answers)
+    for error in errors:
+        print(error, file=sys.stderr)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
