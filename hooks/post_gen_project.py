@@ -7,6 +7,9 @@ app/main.py's lifespan that start the example's purge job. pyproject.toml's cond
 are single dependency lines. The files that a tool or a reader takes whole hold longer
 sections per option: alembic.ini the audit database's section, compose.yaml a service
 per database, README.md and .env.example each option's paragraphs and settings.
+
+Running it again over a project re-rendered in place (`cookiecutter -f`) keeps the
+existing `.env` and so its secret.
 """
 
 import secrets
@@ -89,8 +92,14 @@ def remove_disabled_options(root: Path, options: Mapping[str, str]) -> None:
 
 
 def write_env(root: Path) -> None:
-    """Copy `.env.example` to `.env` with a secret that no other bake shares."""
+    """Copy `.env.example` to `.env` with a secret that no other bake shares.
+
+    An existing `.env` is kept as it is: it holds the secret the service already runs with.
+    """
     target = root / ".env"
+    if target.exists():
+        print("Kept the existing .env and its SECRET_KEY.")
+        return
     example = (root / ".env.example").read_text()
     secret = secrets.token_urlsafe(32)
     env = example.replace("SECRET_KEY=\n", f"SECRET_KEY={secret}\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from cookiecutter.main import cookiecutter
 from cookiecutter.utils import create_env_with_context
 
 from tests.conftest import TEMPLATE, Bake, bake_into, run
@@ -286,6 +287,18 @@ def test_write_env_refuses_an_example_without_the_secret_line(tmp_path: Path) ->
     assert not (tmp_path / ".env").exists()
 
 
+def test_write_env_keeps_an_existing_env_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / ".env.example").write_text(EXAMPLE)
+    (tmp_path / ".env").write_text("SECRET_KEY=the-one-in-use\n")
+
+    post_gen.write_env(tmp_path)
+
+    assert (tmp_path / ".env").read_text() == "SECRET_KEY=the-one-in-use\n"
+    assert "Kept the existing .env" in capsys.readouterr().out
+
+
 # End to end, through the real `cookiecutter` command.
 
 BAD_ANSWERS = [
@@ -340,6 +353,23 @@ def test_each_bake_writes_its_own_secret(tmp_path: Path) -> None:
     assert all(len(secret) >= 40 for secret in secrets)
     assert secrets[0] != secrets[1]
     assert "SECRET_KEY=\n" in (tmp_path / "first" / "my-service" / ".env.example").read_text()
+
+
+def test_baking_again_in_place_keeps_the_secret(tmp_path: Path) -> None:
+    project = bake_into(tmp_path, second_database="no")
+    env = (project / ".env").read_text()
+
+    again = cookiecutter(
+        str(TEMPLATE),
+        no_input=True,
+        output_dir=str(tmp_path),
+        overwrite_if_exists=True,
+        extra_context={"second_database": "no"},
+    )
+
+    assert Path(again) == project
+    assert (project / ".env").read_text() == env
+    assert not (project / "app" / "audit").exists()
 
 
 def test_env_file_is_ignored_by_git_and_the_example_is_not(bake: Bake) -> None:
