@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, NoResultFound
 from starlette.exceptions import HTTPException
 
-from app.db import PoolTimeoutError
+from app.db import CapacityError
 from app.observability import REQUEST_ID_HEADER
 
 __all__ = [
@@ -134,8 +134,9 @@ async def _integrity_error(request: Request, exc: IntegrityError) -> JSONRespons
     return await _unhandled(request, exc)
 
 
-async def _pool_timeout(request: Request, exc: PoolTimeoutError) -> JSONResponse:
-    logger.warning("no database connection became free in time: %s", exc)
+async def _no_connection(request: Request, exc: CapacityError) -> JSONResponse:
+    # PoolTimeoutError included: the pool stayed full for its whole timeout.
+    logger.warning("no database connection for the request: %s", exc)
     message = "The service is busy; retry after the number of seconds in Retry-After."
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return error_response(request, 503, "database_busy", message, headers=headers)
@@ -154,5 +155,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(NoResultFound)(_no_result)
     app.exception_handler(IntegrityError)(_integrity_error)
-    app.exception_handler(PoolTimeoutError)(_pool_timeout)
+    app.exception_handler(CapacityError)(_no_connection)
     app.exception_handler(Exception)(_unhandled)

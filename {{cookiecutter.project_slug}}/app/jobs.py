@@ -13,8 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete
 
-from app.db import db
-from app.db.mixins import utc_now
+from app.db import db, utc_now
 from app.models.note import Note
 
 __all__ = ["PURGE_AFTER", "PURGE_INTERVAL_SECONDS", "PeriodicJob", "purge_deleted_notes"]

@@ -26,8 +26,7 @@ from sqlalchemy import URL, Connection, MetaData, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from app.db.engine import create_engine
-from app.db.urls import to_async_url
+from app.db import create_engine, to_async_url
 from app.models import import_models
 from app.settings import get_settings
 
@@ -92,7 +91,7 @@ def target_metadata(config: Config) -> MetaData:
     if reference is None:
         raise ValueError(
             f"alembic.ini [{config.config_ini_section}] needs a target_metadata option "
-            "such as app.db.base:Base.metadata."
+            "such as app.db:Base.metadata."
         )
     module, _, attribute_path = reference.partition(":")
     value: object = import_module(module)

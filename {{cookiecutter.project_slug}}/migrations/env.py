@@ -15,8 +15,7 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import URL, Connection, MetaData
 from sqlalchemy.pool import NullPool
 
-from app.db.column_types import PortableJSON, UTCDateTime, UtcNow
-from app.db.engine import create_engine
+from app.db import PortableJSON, UTCDateTime, UtcNow, create_engine
 from app.migrate import database_url, target_metadata
 
 
@@ -74,16 +73,16 @@ def _options(sqlite: bool) -> dict[str, Any]:
 
 
 def _render_item(kind: str, item: Any, autogen: AutogenContext) -> str | Literal[False]:
-    # Our portable column types render as imports of app.db.column_types, so that a
+    # Our portable column types render as imports from app.db, so that a
     # revision written on SQLite still builds the right columns on PostgreSQL and MySQL.
     if kind == "type" and isinstance(item, UTCDateTime):
-        autogen.imports.add("from app.db.column_types import UTCDateTime")
+        autogen.imports.add("from app.db import UTCDateTime")
         return "UTCDateTime()"
     if kind == "type" and item is PortableJSON:
-        autogen.imports.add("from app.db.column_types import PortableJSON")
+        autogen.imports.add("from app.db import PortableJSON")
         return "PortableJSON"
     if kind == "server_default" and isinstance(getattr(item, "arg", None), UtcNow):
-        autogen.imports.add("from app.db.column_types import UtcNow")
+        autogen.imports.add("from app.db import UtcNow")
         return "UtcNow()"
     return False
 

@@ -12,6 +12,9 @@ worker, then gets databases of its own that are dropped at the end.
   SAVEPOINT (`join_transaction_mode="create_savepoint"`), so a route that commits
   still leaves nothing behind, and the test sees what the app wrote.
 - `client`: an httpx client talking to `app` in-process, with the lifespan running.
+- `scratch_engine` / `scratch_sessions`: the tables of `tests/scratch.py` on
+  `database_url`, for tests of the layer's models, mixins and listeners that must work
+  in every variant; they commit for real, each under a `handle` of its own.
 """
 
 import os
@@ -25,13 +28,20 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import URL, Connection, event, make_url, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import NullPool
 
-from app.db import create_engine
+from app.db import create_engine, create_session_factory
 from app.main import create_app
 from app.migrate import alembic_config, databases, target_metadata, upgrade
 from app.settings import Settings
+from tests.scratch import METADATAS
 
 ASYNC_DRIVERS = {"postgresql": "asyncpg", "mysql": "aiomysql"}
 RUNNING_IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
@@ -137,13 +147,44 @@ async def connections(engines: dict[str, AsyncEngine]) -> AsyncIterator[dict[str
 
 
 @pytest.fixture
-async def session(connections: dict[str, AsyncConnection]) -> AsyncIterator[AsyncSession]:
-    """A session in the test's transaction, for arranging data and checking what the app did."""
-    main = connections["main"]
-    async with AsyncSession(
-        bind=main, join_transaction_mode="create_savepoint", expire_on_commit=False
-    ) as session:
+async def session(
+    engines: dict[str, AsyncEngine], connections: dict[str, AsyncConnection]
+) -> AsyncIterator[AsyncSession]:
+    """A session in the test's transaction, for arranging data and checking what the app did.
+
+    It is made like the app's own (soft-deleted rows hidden), but joins the test's transaction.
+    """
+    options = {"bind": connections["main"], "join_transaction_mode": "create_savepoint"}
+    async with create_session_factory(engines["main"], options)() as session:
         yield session
+
+
+@pytest.fixture(scope="module")
+async def scratch_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on `database_url` with the scratch tables, dropped when the module ends."""
+    engine = create_engine(database_url)
+    async with engine.begin() as connection:
+        for metadata in METADATAS:
+            await connection.run_sync(metadata.create_all)
+    try:
+        yield engine
+    finally:
+        async with engine.begin() as connection:
+            for metadata in METADATAS:
+                await connection.run_sync(metadata.drop_all)
+        await engine.dispose()
+
+
+@pytest.fixture
+def scratch_sessions(scratch_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions made the layer's way on the scratch tables; they commit for real."""
+    return create_session_factory(scratch_engine)
+
+
+@pytest.fixture
+def handle() -> str:
+    """A scratch member handle no other test uses."""
+    return f"member-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture

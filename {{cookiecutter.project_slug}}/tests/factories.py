@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.mixins import utc_now
+from app.db import utc_now
 from app.models.note import Note
 from app.models.user import User
 

@@ -8,8 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import db
-from app.db.mixins import INCLUDE_DELETED
+from app.db import INCLUDE_DELETED, db
 from app.jobs import PURGE_AFTER, PeriodicJob, purge_deleted_notes
 from app.models.note import Note
 from tests.conftest import serve

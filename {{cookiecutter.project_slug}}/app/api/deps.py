@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
-from app.db.dependency import SessionDep
+from app.db import SessionDep
 from app.schemas.pages import PageParams
 from app.settings import Settings
 

@@ -5,8 +5,7 @@ from typing import Annotated
 from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import create_middleware_and_session_proxy
-from app.db.dependency import session_dependency
+from app.db import create_middleware_and_session_proxy, session_dependency
 
 __all__ = ["AuditMiddleware", "AuditSessionDep", "audit_db"]
 

@@ -1,25 +1,51 @@
-"""The session layer: middleware, the `db` proxy, models' base, errors and helpers (re-exports).
+"""The session layer's public surface: code outside `app/db` imports only from here.
 
-FastAPI's `SessionDep` lives in the `dependency` module, so that importing the package needs
-only SQLAlchemy, Starlette and the standard library.
+The modules behind it are private, one concept each:
+
+    _middleware     SQLAlchemyMiddleware, and a middleware + proxy pair per database
+    _proxy          the `db` proxy, `db.session` and `async with db():`
+    _unit_of_work   the lazily created session of one request or `db()` block
+    _multi          `db(multi_sessions=True)`: a session per task, at most N at once
+    _cleanup        ending sessions: commit or roll back, close, survive cancellation
+    _engine         engines and session factories with the layer's defaults
+    _pool           how many connections a pool hands out, and whether one is free
+    _urls           one database URL for sync tools and async drivers
+    _errors         the errors, each naming its fix
+    _base           the models' declarative base and constraint naming
+    _column_types   column types that behave alike on every backend
+    _mixins         timestamp and soft-delete columns
+    _listeners      the listeners that make the mixins and normalisers work
+    _queries        query helpers: lookups, race-safe get-or-create, pages
+    _dependency     the FastAPI dependency that yields the request's session
+
+`SessionDep`, `get_session` and `session_dependency` import FastAPI, so they load on
+first use: the rest of the package needs only SQLAlchemy, Starlette and the standard
+library.
 """
 
-from .base import NAMING_CONVENTION, Base
-from .column_types import PortableJSON, UTCDateTime, UtcNow
-from .engine import create_engine, create_session_factory
-from .errors import (
+import typing
+
+from ._base import NAMING_CONVENTION, Base
+from ._column_types import PortableJSON, UTCDateTime, UtcNow
+from ._engine import create_engine, create_session_factory
+from ._errors import (
+    CapacityError,
     MissingSessionError,
     PoolTimeoutError,
     ProxyBindingError,
     SessionFinalizedError,
     SessionNotInitialisedError,
 )
-from .factory import create_middleware_and_session_proxy
-from .middleware import SQLAlchemyMiddleware
-from .mixins import INCLUDE_DELETED, CreatedAtMixin, SoftDeleteMixin, TimestampMixin, utc_now
-from .proxy import SessionBlock, SessionProxy, db
-from .queries import QueryMixin
-from .urls import to_async_url
+from ._listeners import NORMALIZE
+from ._middleware import SQLAlchemyMiddleware, create_middleware_and_session_proxy
+from ._mixins import INCLUDE_DELETED, CreatedAtMixin, SoftDeleteMixin, TimestampMixin, utc_now
+from ._pool import has_free_connection, pool_capacity
+from ._proxy import SessionBlock, SessionProxy, db
+from ._queries import QueryMixin, fetch_page
+from ._urls import to_async_url
+
+if typing.TYPE_CHECKING:
+    from ._dependency import SessionDep, get_session, session_dependency
 
 # The names fastapi-async-sqlalchemy users annotate with.
 DBSessionMeta = SessionProxy
@@ -28,7 +54,9 @@ DBSessionType = SessionProxy
 __all__ = [
     "INCLUDE_DELETED",
     "NAMING_CONVENTION",
+    "NORMALIZE",
     "Base",
+    "CapacityError",
     "CreatedAtMixin",
     "DBSessionMeta",
     "DBSessionType",
@@ -39,6 +67,7 @@ __all__ = [
     "QueryMixin",
     "SQLAlchemyMiddleware",
     "SessionBlock",
+    "SessionDep",
     "SessionFinalizedError",
     "SessionNotInitialisedError",
     "SessionProxy",
@@ -50,6 +79,23 @@ __all__ = [
     "create_middleware_and_session_proxy",
     "create_session_factory",
     "db",
+    "fetch_page",
+    "get_session",
+    "has_free_connection",
+    "pool_capacity",
+    "session_dependency",
     "to_async_url",
     "utc_now",
 ]
+
+_NEEDS_FASTAPI = frozenset({"SessionDep", "get_session", "session_dependency"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _NEEDS_FASTAPI:
+        from . import _dependency
+
+        value = getattr(_dependency, name)
+        globals()[name] = value  # later lookups find it without calling this again
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,7 @@
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.base import NAMING_CONVENTION, Base
+from app.db import NAMING_CONVENTION, Base
 
 __all__ = ["AuditBase"]
 

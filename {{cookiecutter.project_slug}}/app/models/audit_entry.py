@@ -5,7 +5,7 @@ from typing import Any
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.mixins import CreatedAtMixin
+from app.db import CreatedAtMixin
 from app.models.audit_base import AuditBase
 
 __all__ = ["AuditEntry"]

@@ -5,8 +5,7 @@ import uuid
 from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db.base import Base
-from app.db.mixins import SoftDeleteMixin, TimestampMixin
+from app.db import Base, SoftDeleteMixin, TimestampMixin
 from app.models.user import User
 
 __all__ = ["Note"]

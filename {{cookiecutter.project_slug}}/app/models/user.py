@@ -6,9 +6,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db.base import Base
-from app.db.mixins import SoftDeleteMixin, TimestampMixin
-from app.events import NORMALIZE
+from app.db import NORMALIZE, Base, SoftDeleteMixin, TimestampMixin
 
 if TYPE_CHECKING:
     from app.models.note import Note

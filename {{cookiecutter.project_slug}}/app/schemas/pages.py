@@ -1,12 +1,11 @@
 """Pagination: the query parameters every list takes, and the page it returns."""
 
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-__all__ = ["MAX_PAGE_SIZE", "Page", "PageParams", "paginate"]
+__all__ = ["MAX_PAGE_SIZE", "Page", "PageParams", "page_of"]
 
 T = TypeVar("T")
 ReadT = TypeVar("ReadT", bound=BaseModel)
@@ -32,17 +31,13 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
 
-async def paginate(
-    session: AsyncSession, query: Select[Any], params: PageParams, read_as: type[ReadT]
+def page_of(
+    read_as: type[ReadT], rows: Iterable[object], total: int, params: PageParams
 ) -> Page[ReadT]:
-    """One page of `query`, which must be ordered, each row read as `read_as`, with the
-    total number of rows the query matches."""
-    counted = select(func.count()).select_from(query.order_by(None).subquery())
-    total = await session.scalar(counted)
-    rows = await session.scalars(query.limit(params.limit).offset(params.offset))
+    """The page that `fetch_page()` read for `params`, each row read as `read_as`."""
     return Page(
         items=[read_as.model_validate(row) for row in rows],
-        total=total or 0,
+        total=total,
         limit=params.limit,
         offset=params.offset,
     )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from app.db.column_types import PortableJSON, UTCDateTime, UtcNow
+from app.db import PortableJSON, UTCDateTime, UtcNow
 
 revision: str = "6f2e8a4d0c1b"
 down_revision: str | Sequence[str] | None = None

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.db.mixins import INCLUDE_DELETED
+from app.db import INCLUDE_DELETED
 from app.models.audit_entry import AuditEntry
 from app.models.user import User
 from tests.factories import make_user

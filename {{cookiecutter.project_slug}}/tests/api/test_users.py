@@ -8,8 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.routes.users import WELCOME_TITLE
-from app.db import db
-from app.db.mixins import INCLUDE_DELETED
+from app.db import INCLUDE_DELETED, db
 from app.models.note import Note
 from app.models.user import User
 from app.schemas.pages import MAX_PAGE_SIZE

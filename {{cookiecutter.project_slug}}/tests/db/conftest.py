@@ -95,7 +95,9 @@ def make_app(
 
 
 @pytest.fixture
-def client() -> Callable[[ASGIApp], httpx.AsyncClient]:
+def make_client() -> Callable[..., httpx.AsyncClient]:
+    """Makes an httpx client that calls an ASGI app in-process (no lifespan)."""
+
     def make(app: ASGIApp, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         return httpx.AsyncClient(transport=transport, base_url="http://test")

@@ -9,7 +9,7 @@ import asyncio
 import anyio
 import pytest
 
-from app.db.cleanup import quietly, shielded
+from app.db._cleanup import quietly, shielded
 
 
 async def _slow_cleanup(steps: list[int]) -> None:

@@ -119,7 +119,7 @@ def query_app(middleware, proxy, **options) -> FastAPI:
     return app
 
 
-async def test_fifty_apps_in_one_session(database_url, backend, client, items_table):
+async def test_fifty_apps_in_one_session(database_url, backend, make_client, items_table):
     # Odd apps share the global `db` (same URL, so each new app takes the binding over);
     # even ones get a pair of their own.
     for number in range(50):
@@ -127,7 +127,7 @@ async def test_fifty_apps_in_one_session(database_url, backend, client, items_ta
             (SQLAlchemyMiddleware, db) if number % 2 else create_middleware_and_session_proxy()
         )
         app = query_app(middleware, proxy, db_url=database_url, engine_args=engine_args(backend))
-        async with LifespanManager(app), client(app) as http:
+        async with LifespanManager(app), make_client(app) as http:
             assert (await http.get("/")).json() == 1
 
 

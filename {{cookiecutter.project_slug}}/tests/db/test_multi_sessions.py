@@ -7,7 +7,7 @@ import sqlalchemy.exc
 from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import MissingSessionError
+from app.db import CapacityError, MissingSessionError
 
 from .conftest import items, names
 
@@ -82,7 +82,7 @@ async def test_gather_never_exceeds_max_concurrent(bound, engine, peak):
     assert engine.pool.checkedout() == 0
 
 
-async def test_max_concurrent_counts_the_outer_connection(make_app, proxy, client, peak):
+async def test_max_concurrent_counts_the_outer_connection(make_app, proxy, make_client, peak):
     app = make_app()
 
     @app.get("/")
@@ -91,7 +91,7 @@ async def test_max_concurrent_counts_the_outer_connection(make_app, proxy, clien
         async with proxy(multi_sessions=True, max_concurrent=2):
             return await proxy.gather(*(_select(proxy, n) for n in range(5)))
 
-    async with client(app) as http:
+    async with make_client(app) as http:
         assert (await http.get("/")).json() == list(range(5))
     assert peak["peak"] == 2
 
@@ -104,7 +104,7 @@ async def test_limit_is_capped_by_the_pool_so_it_never_waits_on_itself(bound, en
     assert peak["peak"] == 2
 
 
-async def test_no_room_left_for_the_block_is_refused(make_app, proxy, client):
+async def test_no_room_left_for_the_block_is_refused(make_app, proxy, make_client):
     app = make_app()
 
     @app.get("/")
@@ -113,8 +113,8 @@ async def test_no_room_left_for_the_block_is_refused(make_app, proxy, client):
         async with proxy(multi_sessions=True, max_concurrent=1):
             pass
 
-    async with client(app) as http:
-        with pytest.raises(ValueError, match="No connection is left"):
+    async with make_client(app) as http:
+        with pytest.raises(CapacityError, match="No connection is left"):
             await http.get("/")
 
 
@@ -209,7 +209,7 @@ async def test_gather_and_connection_need_a_multi_sessions_block(bound):
 async def test_direct_access_beyond_the_limit_names_the_fix(bound):
     async with bound(multi_sessions=True, max_concurrent=1):
         bound.session  # noqa: B018 - the owner takes the only slot
-        with pytest.raises(MissingSessionError, match=r"db\.gather"):
+        with pytest.raises(CapacityError, match=r"db\.gather"):
             await asyncio.create_task(_select(bound, 1))
 
 

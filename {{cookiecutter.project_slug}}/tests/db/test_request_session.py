@@ -12,13 +12,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Message, Receive, Scope, Send
 
-from app.db import SessionFinalizedError, create_session_factory
-from app.db.dependency import session_dependency
+from app.db import SessionFinalizedError, create_session_factory, session_dependency
 
 from .conftest import CountingSession, Item, call, items, names
 
 
-async def test_request_that_never_reads_the_session_creates_none(make_app, proxy, client, engine):
+async def test_request_that_never_reads_the_session_creates_none(
+    make_app, proxy, make_client, engine
+):
     app = make_app(session_args={"sync_session_class": CountingSession})
     seen: list[int] = []
 
@@ -28,7 +29,7 @@ async def test_request_that_never_reads_the_session_creates_none(make_app, proxy
         return {"ok": 1}
 
     before = CountingSession.created
-    async with client(app) as http:
+    async with make_client(app) as http:
         assert (await http.get("/")).status_code == 200
     assert CountingSession.created == before
     assert seen == [0]
@@ -38,7 +39,7 @@ async def test_request_that_never_reads_the_session_creates_none(make_app, proxy
         await proxy.session.execute(text("SELECT 1"))
         seen.append(engine.pool.checkedout())
 
-    async with client(app) as http:
+    async with make_client(app) as http:
         await http.get("/db")
     assert CountingSession.created == before + 1
     assert seen == [0, 1]
@@ -64,7 +65,7 @@ async def test_commit_happens_before_the_response_starts(make_app, proxy, engine
     assert seen_at_start == [["first"]]
 
 
-async def test_failed_commit_gives_500_and_keeps_nothing(make_app, proxy, client, engine):
+async def test_failed_commit_gives_500_and_keeps_nothing(make_app, proxy, make_client, engine):
     app = make_app(commit_on_exit=True)
     conflict_handler_calls: list[str] = []
 
@@ -79,7 +80,7 @@ async def test_failed_commit_gives_500_and_keeps_nothing(make_app, proxy, client
         proxy.session.add_all([Item(name="same"), Item(name="same")])
         return {"created": "same"}
 
-    async with client(app, raise_app_exceptions=False) as http:
+    async with make_client(app, raise_app_exceptions=False) as http:
         response = await http.get("/")
     # The app had already produced its response, so Starlette refuses to run the 409
     # handler; the only honest answer left is a 500.
@@ -89,7 +90,7 @@ async def test_failed_commit_gives_500_and_keeps_nothing(make_app, proxy, client
     assert engine.pool.checkedout() == 0
 
 
-async def test_conflict_flushed_in_the_endpoint_reaches_its_handler(make_app, proxy, client):
+async def test_conflict_flushed_in_the_endpoint_reaches_its_handler(make_app, proxy, make_client):
     app = make_app(commit_on_exit=True)
 
     @app.exception_handler(IntegrityError)
@@ -101,12 +102,12 @@ async def test_conflict_flushed_in_the_endpoint_reaches_its_handler(make_app, pr
         proxy.session.add_all([Item(name="same"), Item(name="same")])
         await proxy.session.flush()
 
-    async with client(app) as http:
+    async with make_client(app) as http:
         assert (await http.get("/")).status_code == 409
 
 
 @pytest.mark.parametrize("status", [400, 404, 500])
-async def test_error_status_rolls_back(make_app, proxy, client, engine, status):
+async def test_error_status_rolls_back(make_app, proxy, make_client, engine, status):
     app = make_app(commit_on_exit=True)
 
     @app.get("/")
@@ -114,12 +115,12 @@ async def test_error_status_rolls_back(make_app, proxy, client, engine, status):
         await proxy.session.execute(insert(items).values(name="rolled back"))
         return JSONResponse({}, status_code=status)
 
-    async with client(app) as http:
+    async with make_client(app) as http:
         assert (await http.get("/")).status_code == status
     assert await names(engine) == []
 
 
-async def test_http_exception_rolls_back(make_app, proxy, client, engine):
+async def test_http_exception_rolls_back(make_app, proxy, make_client, engine):
     app = make_app(commit_on_exit=True)
 
     @app.get("/")
@@ -127,24 +128,24 @@ async def test_http_exception_rolls_back(make_app, proxy, client, engine):
         await proxy.session.execute(insert(items).values(name="rolled back"))
         raise HTTPException(status_code=409, detail="no")
 
-    async with client(app) as http:
+    async with make_client(app) as http:
         assert (await http.get("/")).status_code == 409
     assert await names(engine) == []
 
 
-async def test_without_commit_on_exit_nothing_is_committed(make_app, proxy, client, engine):
+async def test_without_commit_on_exit_nothing_is_committed(make_app, proxy, make_client, engine):
     app = make_app()
 
     @app.get("/")
     async def write() -> None:
         await proxy.session.execute(insert(items).values(name="uncommitted"))
 
-    async with client(app) as http:
+    async with make_client(app) as http:
         assert (await http.get("/")).status_code == 200
     assert await names(engine) == []
 
 
-async def test_unhandled_exception_rolls_back_and_propagates(make_app, proxy, client, engine):
+async def test_unhandled_exception_rolls_back_and_propagates(make_app, proxy, make_client, engine):
     app = make_app(commit_on_exit=True)
 
     @app.get("/")
@@ -152,7 +153,7 @@ async def test_unhandled_exception_rolls_back_and_propagates(make_app, proxy, cl
         await proxy.session.execute(insert(items).values(name="rolled back"))
         raise LookupError("the original")
 
-    async with client(app) as http:
+    async with make_client(app) as http:
         with pytest.raises(LookupError, match="the original"):
             await http.get("/")
     assert await names(engine) == []
@@ -165,7 +166,9 @@ class _CloseFails(CountingSession):
         raise RuntimeError("close failed too")
 
 
-async def test_original_exception_wins_when_cleanup_fails(make_app, proxy, client, engine, caplog):
+async def test_original_exception_wins_when_cleanup_fails(
+    make_app, proxy, make_client, engine, caplog
+):
     app = make_app(session_args={"sync_session_class": _CloseFails})
 
     @app.get("/")
@@ -173,7 +176,7 @@ async def test_original_exception_wins_when_cleanup_fails(make_app, proxy, clien
         await proxy.session.execute(text("SELECT 1"))
         raise LookupError("the original")
 
-    async with client(app) as http:
+    async with make_client(app) as http:
         with pytest.raises(LookupError, match="the original"):
             await http.get("/")
     assert "close failed too" in caplog.text
@@ -222,7 +225,7 @@ async def test_only_a_session_still_in_a_transaction_is_ended_in_a_task_of_its_o
 
 
 async def test_background_task_runs_after_the_connection_is_returned(
-    make_app, proxy, client, engine
+    make_app, proxy, make_client, engine
 ):
     app = make_app(commit_on_exit=True)
     report: dict[str, object] = {}
@@ -241,14 +244,14 @@ async def test_background_task_runs_after_the_connection_is_returned(
         await proxy.session.execute(insert(items).values(name="from the request"))
         tasks.add_task(later)
 
-    async with client(app) as http:
+    async with make_client(app) as http:
         assert (await http.get("/")).status_code == 200
     assert report["checked out"] == 0
     assert "open `async with db():`" in str(report["error"])
     assert await names(engine) == ["from the request", "from the task"]
 
 
-async def test_session_object_kept_past_the_response_refuses_work(make_app, proxy, client):
+async def test_session_object_kept_past_the_response_refuses_work(make_app, proxy, make_client):
     app = make_app()
     kept: list[AsyncSession] = []
     errors: list[Exception] = []
@@ -265,12 +268,14 @@ async def test_session_object_kept_past_the_response_refuses_work(make_app, prox
         await proxy.session.execute(text("SELECT 1"))
         tasks.add_task(later)
 
-    async with client(app) as http:
+    async with make_client(app) as http:
         await http.get("/")
     assert "permanently closed" in str(errors[0])
 
 
-async def test_streaming_generator_with_its_own_block_keeps_one_session(make_app, proxy, client):
+async def test_streaming_generator_with_its_own_block_keeps_one_session(
+    make_app, proxy, make_client
+):
     app = make_app()
 
     async def chunks() -> AsyncIterator[str]:
@@ -289,13 +294,13 @@ async def test_streaming_generator_with_its_own_block_keeps_one_session(make_app
         await proxy.session.execute(text("SELECT 1"))
         return StreamingResponse(chunks())
 
-    async with client(app) as http:
+    async with make_client(app) as http:
         parts = (await http.get("/")).text.rstrip(";").split(";")
     assert parts[0] == "request session ended"
     assert len(set(parts[1:])) == 1
 
 
-async def test_dependency_and_proxy_share_one_session(make_app, proxy, client, engine):
+async def test_dependency_and_proxy_share_one_session(make_app, proxy, make_client, engine):
     app = make_app(commit_on_exit=True)
     session_dep = Annotated[AsyncSession, Depends(session_dependency(proxy))]
 
@@ -305,7 +310,7 @@ async def test_dependency_and_proxy_share_one_session(make_app, proxy, client, e
         await proxy.session.execute(insert(items).values(name="via proxy"))
         return {"same": session is proxy.session}
 
-    async with client(app) as http:
+    async with make_client(app) as http:
         assert (await http.get("/")).json() == {"same": True}
     assert await names(engine) == ["via dependency", "via proxy"]
 
@@ -333,7 +338,7 @@ async def test_non_http_scopes_pass_through(make_app, proxy):
     assert seen == ["MissingSessionError"]
 
 
-async def test_default_session_settings_and_overrides(make_app, proxy, client):
+async def test_default_session_settings_and_overrides(make_app, proxy, make_client):
     app = make_app(session_args={"autoflush": False, "expire_on_commit": True})
     defaults_app = make_app()
     seen: dict[str, object] = {}
@@ -349,9 +354,9 @@ async def test_default_session_settings_and_overrides(make_app, proxy, client):
     async def defaults() -> None:
         seen["default"] = proxy.session.sync_session.expire_on_commit
 
-    async with client(app) as http:
+    async with make_client(app) as http:
         await http.get("/")
-    async with client(defaults_app) as http:
+    async with make_client(defaults_app) as http:
         await http.get("/")
     assert seen == {"custom": (False, True), "default": False}
 

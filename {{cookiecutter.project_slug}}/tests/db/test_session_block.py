@@ -9,6 +9,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app.db import (
+    CapacityError,
     MissingSessionError,
     PoolTimeoutError,
     SessionNotInitialisedError,
@@ -101,7 +102,7 @@ async def test_nested_block_fails_fast_when_the_pool_is_full(pair, engine):
         async with proxy():
             await proxy.session.execute(text("SELECT 1"))
             started = time.monotonic()
-            with pytest.raises(PoolTimeoutError, match="nested `async with db"):
+            with pytest.raises(CapacityError, match="nested `async with db"):
                 async with proxy():
                     await proxy.session.execute(text("SELECT 1"))
             assert time.monotonic() - started < 1  # pool_timeout is 3 s
@@ -124,6 +125,7 @@ async def test_pool_checkout_deadline_raises_the_typed_error(pair, database_url,
         await engine.dispose()
     assert isinstance(caught.value, sqlalchemy.exc.TimeoutError)
     assert isinstance(caught.value, TimeoutError)
+    assert isinstance(caught.value, CapacityError)
     assert "pool_size / max_overflow" in str(caught.value)
 
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import URL, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.engine import create_engine
+from app.db import create_engine
 from app.migrate import databases
 
 NewDatabase = Callable[[], Awaitable[AsyncEngine]]

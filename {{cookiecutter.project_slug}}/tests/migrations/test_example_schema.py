@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from app.db.engine import create_session_factory
+from app.db import create_session_factory
 from app.events import install_listeners
 from app.migrate import upgrade
 from app.models.note import Note

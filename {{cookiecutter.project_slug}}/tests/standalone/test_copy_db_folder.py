@@ -1,4 +1,9 @@
-"""`app/db` copied into an empty directory works from a bare Starlette app, without FastAPI."""
+"""`app/db` copied into an empty directory works from a bare Starlette app, without FastAPI.
+
+Beyond serving a request, the copy must keep the promises of its mixins: a soft-deleted
+row disappears from queries, and `updated_at` moves when a row changes. Those depend on
+listeners that live in the folder itself.
+"""
 
 import shutil
 import subprocess
@@ -16,13 +21,29 @@ BARE_APP = textwrap.dedent(
     sys.modules["fastapi"] = None  # any FastAPI import now fails
 
     import httpx
-    from sqlalchemy import text
+    from sqlalchemy import String, select, text
+    from sqlalchemy.orm import Mapped, mapped_column
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from service.db import SQLAlchemyMiddleware, db
+    from service.db import (
+        INCLUDE_DELETED,
+        NORMALIZE,
+        Base,
+        SoftDeleteMixin,
+        SQLAlchemyMiddleware,
+        TimestampMixin,
+        db,
+    )
+
+
+    class Task(TimestampMixin, SoftDeleteMixin, Base):
+        __tablename__ = "tasks"
+
+        id: Mapped[int] = mapped_column(primary_key=True)
+        title: Mapped[str] = mapped_column(String(50), info={NORMALIZE: str.strip})
 
 
     async def answer(request):
@@ -31,7 +52,9 @@ BARE_APP = textwrap.dedent(
 
     app = Starlette(
         routes=[Route("/", answer)],
-        middleware=[Middleware(SQLAlchemyMiddleware, db_url="sqlite://", commit_on_exit=True)],
+        middleware=[
+            Middleware(SQLAlchemyMiddleware, db_url="sqlite:///tasks.db", commit_on_exit=True)
+        ],
     )
 
 
@@ -39,8 +62,24 @@ BARE_APP = textwrap.dedent(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             print((await client.get("/")).json())
-        async with db():
+        async with db(commit_on_exit=True):
             print((await db.session.execute(text("SELECT 7"))).scalar_one())
+            connection = await db.session.connection()
+            await connection.run_sync(Base.metadata.create_all)
+            task = Task(title="  write the docs ")
+            db.session.add(task)
+            await db.session.flush()
+            print(repr(task.title))
+            inserted_at = task.updated_at
+            task.title = "write the docs, again"
+            await db.session.flush()
+            print("updated_at moved" if task.updated_at > inserted_at else "updated_at stuck")
+            task.soft_delete()
+        async with db():
+            hidden = (await db.session.execute(select(Task))).scalars().all()
+            every = select(Task).execution_options(**INCLUDE_DELETED)
+            kept = (await db.session.execute(every)).scalars().all()
+            print(f"visible={len(hidden)} stored={len(kept)}")
 
 
     asyncio.run(main())
@@ -48,13 +87,23 @@ BARE_APP = textwrap.dedent(
 )
 
 
-def test_copied_folder_serves_a_bare_starlette_app(tmp_path):
+def test_copied_folder_serves_a_bare_starlette_app_and_keeps_its_mixins(tmp_path: Path) -> None:
     package = tmp_path / "service"
     package.mkdir()
     (package / "__init__.py").write_text("")
     shutil.copytree(APP_DB, package / "db", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "main.py").write_text(BARE_APP)
     result = subprocess.run(
-        [sys.executable, "-W", "error", "main.py"], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-W", "error", "main.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    assert result.stdout.split() == ["42", "7"], result.stderr
+    assert result.stdout.splitlines() == [
+        "42",
+        "7",
+        "'write the docs'",
+        "updated_at moved",
+        "visible=0 stored=1",
+    ], result.stderr

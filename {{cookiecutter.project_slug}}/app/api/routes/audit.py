@@ -23,11 +23,12 @@ from sqlalchemy import select
 
 from app.api.deps import PageDep, SessionDep
 from app.audit import AuditSessionDep, record
+from app.db import fetch_page
 from app.errors import NotFoundError
 from app.models.audit_entry import AuditEntry
 from app.models.user import User
 from app.schemas.audit import AuditEntryRead
-from app.schemas.pages import Page, paginate
+from app.schemas.pages import Page, page_of
 
 __all__ = ["router"]
 
@@ -51,4 +52,5 @@ async def delete_user_on_record(
 async def read_audit_log(audit_session: AuditSessionDep, page: PageDep) -> Page[AuditEntryRead]:
     """Audit entries, newest first, read from the audit database."""
     query = select(AuditEntry).order_by(AuditEntry.id.desc())
-    return await paginate(audit_session, query, page, AuditEntryRead)
+    rows, total = await fetch_page(audit_session, query, limit=page.limit, offset=page.offset)
+    return page_of(AuditEntryRead, rows, total, page)

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api.deps import SettingsDep
-from app.db.engine import has_free_connection
+from app.db import has_free_connection
 
 __all__ = ["router"]
 

@@ -12,11 +12,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import PageDep, SessionDep
+from app.db import fetch_page
 from app.errors import NotFoundError
 from app.models.note import Note
 from app.models.user import User
 from app.schemas.notes import NoteCreate, NoteRead, NoteUpdate
-from app.schemas.pages import Page, paginate
+from app.schemas.pages import Page, page_of
 
 __all__ = ["router"]
 
@@ -42,7 +43,9 @@ async def list_notes(
     query = select(Note)
     if user_id is not None:
         query = query.where(Note.user_id == user_id)
-    return await paginate(session, query.order_by(Note.id), page, NoteRead)
+    query = query.order_by(Note.id)
+    rows, total = await fetch_page(session, query, limit=page.limit, offset=page.offset)
+    return page_of(NoteRead, rows, total, page)
 
 
 @router.get("/{note_id}")

@@ -13,8 +13,7 @@ from fastapi import APIRouter
 from sqlalchemy import Select, func, select
 
 from app.api.deps import SettingsDep
-from app.db import db
-from app.db.mixins import INCLUDE_DELETED, utc_now
+from app.db import INCLUDE_DELETED, db, utc_now
 from app.models.note import Note
 from app.models.user import User
 from app.schemas.stats import Stats

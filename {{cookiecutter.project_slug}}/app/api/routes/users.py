@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import PageDep
-from app.db import db
+from app.db import db, fetch_page
 from app.errors import ConflictError, NotFoundError, is_unique_violation
 from app.models.note import Note
 from app.models.user import User
-from app.schemas.pages import Page, paginate
+from app.schemas.pages import Page, page_of
 from app.schemas.users import UserCreate, UserRead, UserUpdate
 
 __all__ = ["router"]
@@ -42,7 +42,8 @@ async def create_user(body: UserCreate, background: BackgroundTasks) -> UserRead
 async def list_users(page: PageDep) -> Page[UserRead]:
     """Users by creation time, a page at a time, with the total count."""
     query = select(User).order_by(User.created_at, User.id)
-    return await paginate(db.session, query, page, UserRead)
+    rows, total = await fetch_page(db.session, query, limit=page.limit, offset=page.offset)
+    return page_of(UserRead, rows, total, page)
 
 
 @router.get("/{user_id}")

@@ -12,8 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from app.db.engine import create_engine, create_session_factory
-from tests.models.scratch import Member
+from app.db import create_engine, create_session_factory
+from tests.scratch import Member
 
 CALLERS = 50
 
@@ -21,11 +21,11 @@ CALLERS = 50
 @pytest.mark.postgresql
 @pytest.mark.parametrize("helper", ["get_or_create", "update_or_create"])
 async def test_concurrent_callers_get_the_one_row(
-    engine: AsyncEngine, database_url: str, handle: str, helper: str
+    scratch_engine: AsyncEngine, database_url: str, handle: str, helper: str
 ) -> None:
     # NullPool: every caller holds a connection (and a transaction) of its own.
     racing = create_engine(database_url, {"poolclass": NullPool})
-    sessions = create_session_factory(racing)
+    racing_sessions = create_session_factory(racing)
     conflicts = 0
 
     def count_conflicts(context: ExceptionContext) -> None:
@@ -38,7 +38,7 @@ async def test_concurrent_callers_get_the_one_row(
     all_connected = asyncio.Barrier(CALLERS)
 
     async def caller(number: int) -> tuple[uuid.UUID, bool]:
-        async with sessions() as session:
+        async with racing_sessions() as session:
             await session.connection()
             await all_connected.wait()
             helper_method: Any = getattr(Member, helper)
@@ -57,7 +57,7 @@ async def test_concurrent_callers_get_the_one_row(
         elapsed = time.perf_counter() - started
         await racing.dispose()
 
-    async with create_session_factory(engine)() as session:
+    async with create_session_factory(scratch_engine)() as session:
         rows = (
             await session.execute(select(func.count()).select_from(Member).filter_by(handle=handle))
         ).scalar_one()

@@ -9,16 +9,16 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from .cleanup import end_session, quietly, shielded
-from .errors import MissingSessionError, SessionFinalizedError
-from .scope import SessionScope
+from ._cleanup import end_session, quietly, shielded
+from ._errors import CapacityError, SessionFinalizedError
+from ._unit_of_work import UnitOfWork
 
-__all__ = ["MultiSessionScope", "close_unawaited"]
+__all__ = ["MultiSessionUnitOfWork", "close_unawaited"]
 
 logger = logging.getLogger(__name__)
 
 
-class MultiSessionScope(SessionScope):
+class MultiSessionUnitOfWork(UnitOfWork):
     """Gives every task its own session and ends each one when its work ends.
 
     A child task's session is committed (with `commit_on_exit`) or rolled back when the
@@ -65,7 +65,7 @@ class MultiSessionScope(SessionScope):
         if session is None:
             slots = self._slots if self._strict else None
             if slots is not None and not slots.try_take():
-                raise MissingSessionError(
+                raise CapacityError(
                     "Every connection slot of this `db(multi_sessions=True)` block is in use; "
                     "run the work through `db.gather(...)` or `async with db.connection():`, "
                     "which wait for a free slot."

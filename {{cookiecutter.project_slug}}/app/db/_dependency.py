@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .proxy import SessionProxy, db
+from ._proxy import SessionProxy, db
 
 __all__ = ["SessionDep", "get_session", "session_dependency"]
 

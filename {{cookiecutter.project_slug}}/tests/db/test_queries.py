@@ -10,15 +10,14 @@ from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import Receive, Scope, Send
 
-from app.db import MissingSessionError, SQLAlchemyMiddleware, db
-from app.db.mixins import INCLUDE_DELETED
-from tests.models.scratch import Member
+from app.db import INCLUDE_DELETED, MissingSessionError, SQLAlchemyMiddleware, db
+from tests.scratch import Member
 
 
 async def test_get_by_pk_finds_the_row_or_returns_none(
-    sessions: async_sessionmaker[AsyncSession], handle: str
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
 ) -> None:
-    async with sessions() as session:
+    async with scratch_sessions() as session:
         member = Member(handle=handle)
         session.add(member)
         await session.commit()
@@ -28,16 +27,16 @@ async def test_get_by_pk_finds_the_row_or_returns_none(
 
 
 async def test_get_by_pk_names_the_fix_when_the_session_is_left_out_positionally(
-    sessions: async_sessionmaker[AsyncSession],
+    scratch_sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     with pytest.raises(TypeError, match=r"Member\.get_by_pk\(pk=\.\.\.\)"):
         await Member.get_by_pk(uuid.uuid4())  # type: ignore[arg-type]
 
 
 async def test_get_one_raises_for_none_and_for_many(
-    sessions: async_sessionmaker[AsyncSession], handle: str
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
 ) -> None:
-    async with sessions() as session:
+    async with scratch_sessions() as session:
         session.add_all(
             [Member(handle=f"{handle}-1", team=handle), Member(handle=f"{handle}-2", team=handle)]
         )
@@ -51,9 +50,9 @@ async def test_get_one_raises_for_none_and_for_many(
 
 
 async def test_get_or_create_creates_once_and_applies_defaults_only_on_create(
-    sessions: async_sessionmaker[AsyncSession], handle: str
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
 ) -> None:
-    async with sessions() as session:
+    async with scratch_sessions() as session:
         first, created = await Member.get_or_create(session, handle=handle, defaults={"score": 7})
         again, created_again = await Member.get_or_create(
             session, handle=handle, defaults={"score": 9}
@@ -66,9 +65,9 @@ async def test_get_or_create_creates_once_and_applies_defaults_only_on_create(
 
 
 async def test_update_or_create_updates_an_existing_row(
-    sessions: async_sessionmaker[AsyncSession], handle: str
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
 ) -> None:
-    async with sessions() as session:
+    async with scratch_sessions() as session:
         member, created = await Member.update_or_create(
             session, handle=handle, defaults={"score": 1}
         )
@@ -77,7 +76,7 @@ async def test_update_or_create_updates_an_existing_row(
         )
         await session.commit()
 
-    async with sessions() as session:
+    async with scratch_sessions() as session:
         stored = await Member.get_one(session, handle=handle)
     assert (created, created_again) == (True, False)
     assert same is member
@@ -86,7 +85,7 @@ async def test_update_or_create_updates_an_existing_row(
 
 @pytest.mark.parametrize("helper", ["get_or_create", "update_or_create"])
 async def test_a_row_committed_by_another_transaction_in_between_is_returned(
-    sessions: async_sessionmaker[AsyncSession],
+    scratch_sessions: async_sessionmaker[AsyncSession],
     handle: str,
     monkeypatch: pytest.MonkeyPatch,
     helper: str,
@@ -95,11 +94,11 @@ async def test_a_row_committed_by_another_transaction_in_between_is_returned(
     winner = Member(handle=handle, score=1)
 
     async def commit_the_winner() -> None:
-        async with sessions() as other:
+        async with scratch_sessions() as other:
             other.add(winner)
             await other.commit()
 
-    async with sessions() as session:
+    async with scratch_sessions() as session:
         _before_the_first_savepoint(session, monkeypatch, commit_the_winner)
         found, created = await getattr(Member, helper)(
             session, handle=handle, defaults={"score": 2}
@@ -115,9 +114,9 @@ async def test_a_row_committed_by_another_transaction_in_between_is_returned(
 
 
 async def test_a_conflict_with_a_hidden_row_is_raised_and_leaves_the_transaction_usable(
-    sessions: async_sessionmaker[AsyncSession], handle: str
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
 ) -> None:
-    async with sessions() as session:
+    async with scratch_sessions() as session:
         deleted = Member(handle=handle)
         deleted.soft_delete()
         session.add(deleted)
@@ -130,7 +129,7 @@ async def test_a_conflict_with_a_hidden_row_is_raised_and_leaves_the_transaction
         kept, created = await Member.get_or_create(session, handle=f"{handle}-other")
         await session.commit()
 
-    async with sessions() as session:
+    async with scratch_sessions() as session:
         everyone = select(Member).where(Member.handle.startswith(handle))
         rows = (
             (await session.execute(everyone.execution_options(**INCLUDE_DELETED))).scalars().all()
@@ -158,8 +157,8 @@ def _before_the_first_savepoint(
     monkeypatch.setattr(session, "begin_nested", AfterRun)
 
 
-async def test_the_session_defaults_to_db_session(engine: AsyncEngine, handle: str) -> None:
-    middleware = SQLAlchemyMiddleware(_no_app, custom_engine=engine)
+async def test_the_session_defaults_to_db_session(scratch_engine: AsyncEngine, handle: str) -> None:
+    middleware = SQLAlchemyMiddleware(_no_app, custom_engine=scratch_engine)
     try:
         async with db(commit_on_exit=True):
             created, was_created = await Member.get_or_create(handle=handle)
@@ -177,8 +176,10 @@ async def test_the_session_defaults_to_db_session(engine: AsyncEngine, handle: s
     assert stored.score == 3
 
 
-async def test_without_a_session_or_a_db_block_the_error_says_so(engine: AsyncEngine) -> None:
-    middleware = SQLAlchemyMiddleware(_no_app, custom_engine=engine)
+async def test_without_a_session_or_a_db_block_the_error_says_so(
+    scratch_engine: AsyncEngine,
+) -> None:
+    middleware = SQLAlchemyMiddleware(_no_app, custom_engine=scratch_engine)
     try:
         with pytest.raises(MissingSessionError):
             await Member.get_one(handle="anyone")

@@ -4,17 +4,19 @@
      ├── SessionNotInitialisedError   no middleware has bound the proxy yet
      ├── MissingSessionError          no request and no `async with db():` around the code
      │    └── SessionFinalizedError   the request (or block) session has already ended
-     └── ProxyBindingError            one proxy, two live databases
-    sqlalchemy.exc.TimeoutError + TimeoutError
-     └── PoolTimeoutError             no pooled connection became free in time
+     ├── ProxyBindingError            one proxy, two live databases
+     └── CapacityError                the work needs more connections than it may have
+          └── PoolTimeoutError        no pooled connection became free in time
 
-`PoolTimeoutError` keeps both parents so that existing `except sqlalchemy.exc.TimeoutError`
-and `except TimeoutError` handlers still catch it.
+A `CapacityError` is the client's cue to retry later (the service answers 503 with
+`Retry-After`), not a bug. `PoolTimeoutError` is also a `sqlalchemy.exc.TimeoutError` and
+a `TimeoutError`, so that existing handlers for either still catch it.
 """
 
 import sqlalchemy.exc
 
 __all__ = [
+    "CapacityError",
     "MissingSessionError",
     "PoolTimeoutError",
     "ProxyBindingError",
@@ -61,5 +63,9 @@ class ProxyBindingError(RuntimeError):
     """A proxy that serves one live engine is asked to serve another database."""
 
 
-class PoolTimeoutError(sqlalchemy.exc.TimeoutError, TimeoutError):
-    """No pooled connection became free before the deadline (map it to 503 + Retry-After)."""
+class CapacityError(RuntimeError):
+    """The work needs more connections than the pool or a `multi_sessions` block allows."""
+
+
+class PoolTimeoutError(CapacityError, sqlalchemy.exc.TimeoutError, TimeoutError):
+    """No pooled connection became free before the pool's timeout."""

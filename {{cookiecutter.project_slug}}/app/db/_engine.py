@@ -1,4 +1,4 @@
-"""Engines and session factories: our defaults, typed pool timeouts and pool capacity."""
+"""Engines and session factories: the layer's defaults, its session class, typed pool timeouts."""
 
 from typing import Any
 
@@ -11,18 +11,13 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
+from sqlalchemy.pool import PoolProxiedConnection
 
-from .errors import PoolTimeoutError
-from .urls import to_async_url
+from ._errors import PoolTimeoutError
+from ._listeners import LayerSession, install_session_listeners
+from ._urls import to_async_url
 
-__all__ = [
-    "SESSION_DEFAULTS",
-    "create_engine",
-    "create_session_factory",
-    "has_free_connection",
-    "pool_capacity",
-]
+__all__ = ["SESSION_DEFAULTS", "create_engine", "create_session_factory"]
 
 SESSION_DEFAULTS: dict[str, Any] = {
     # Objects stay readable after commit, so a response can be built from them
@@ -42,8 +37,13 @@ def create_engine(db_url: str | URL, engine_args: dict[str, Any] | None = None) 
 def create_session_factory(
     engine: AsyncEngine, session_args: dict[str, Any] | None = None
 ) -> async_sessionmaker[AsyncSession]:
-    """A factory of sessions on `engine`; `session_args` override any default, `bind` too."""
+    """A factory of sessions on `engine`; `session_args` override any default, `bind` too.
+
+    A `sync_session_class` of the caller's gets the layer's soft-delete filter too.
+    """
     options = {**SESSION_DEFAULTS, **(session_args or {})}
+    sync_session_class = options.setdefault("sync_session_class", LayerSession)
+    install_session_listeners(sync_session_class)
     bind = options.pop("bind", engine)
     if isinstance(bind, AsyncEngine):
         # Sessions check connections out through a thin view of the engine that turns
@@ -51,20 +51,6 @@ def create_session_factory(
         # events, so it works the same for our engines and for a caller's custom one.
         bind = AsyncEngine(_CheckoutDeadlineEngine(bind.sync_engine, {}))
     return async_sessionmaker(bind=bind, **options)
-
-
-def pool_capacity(pool: Pool) -> int | None:
-    """How many connections `pool` hands out at most; None when it has no limit."""
-    if isinstance(pool, QueuePool):
-        max_overflow: int = pool._max_overflow  # no public accessor; stable since 1.x
-        return None if max_overflow < 0 else pool.size() + max_overflow
-    return None
-
-
-def has_free_connection(pool: Pool) -> bool:
-    """Whether a checkout from `pool` would succeed right now without waiting."""
-    capacity = pool_capacity(pool)
-    return capacity is None or (isinstance(pool, QueuePool) and pool.checkedout() < capacity)
 
 
 class _CheckoutDeadlineEngine(OptionEngine):

@@ -1,4 +1,5 @@
-"""`SQLAlchemyMiddleware`: pure ASGI; each HTTP request gets a lazily created session."""
+"""`SQLAlchemyMiddleware` (pure ASGI: each HTTP request gets a lazily created session), and
+`create_middleware_and_session_proxy()`, which makes an independent pair per database."""
 
 import logging
 import traceback
@@ -8,12 +9,12 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .cleanup import quietly
-from .engine import create_engine, create_session_factory
-from .proxy import SessionProxy, db
-from .scope import SessionScope
+from ._cleanup import quietly
+from ._engine import create_engine, create_session_factory
+from ._proxy import SessionProxy, db
+from ._unit_of_work import UnitOfWork
 
-__all__ = ["SQLAlchemyMiddleware"]
+__all__ = ["SQLAlchemyMiddleware", "create_middleware_and_session_proxy"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,28 +75,28 @@ class SQLAlchemyMiddleware:
                 await self.app(scope, receive, send)
             return
 
-        request = SessionScope(self._factory, _NO_ARGS)
+        unit = UnitOfWork(self._factory, _NO_ARGS)
         commit_on_exit = self.commit_on_exit
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 # Raising here, before the start message goes out, lets the app's error
                 # handling answer 500 instead of the status the app chose.
-                await request.finish(commit=commit_on_exit and message["status"] < 400)
+                await unit.finish(commit=commit_on_exit and message["status"] < 400)
             await send(message)
 
-        token = self.proxy.context.set(request)
+        token = self.proxy.context.set(unit)
         try:
             await self.app(scope, receive, send_wrapper)
         except BaseException:
-            await request.discard()
+            await unit.discard()
             raise
         else:
-            if not request.finalized:  # the app returned without starting a response
-                await request.finish(commit=False)
+            if not unit.finalized:  # the app returned without starting a response
+                await unit.finish(commit=False)
         finally:
             self.proxy.context.reset(token)
-            if request.session is not None and not self._lifespan_running and self.owns_engine:
+            if unit.session is not None and not self._lifespan_running and self.owns_engine:
                 # Without a lifespan nothing says the next request runs on this event loop
                 # (`TestClient(app)` without `with` starts one per request), and pooled
                 # asyncpg connections die with their loop: close them while it still runs.
@@ -130,3 +131,19 @@ class SQLAlchemyMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
+
+
+def create_middleware_and_session_proxy(
+    name: str = "db",
+) -> tuple[type[SQLAlchemyMiddleware], SessionProxy]:
+    """A middleware class and the proxy it binds, sharing nothing with any other pair.
+
+    `name` labels the proxy in its repr and in error messages.
+    """
+
+    class Middleware(SQLAlchemyMiddleware):
+        __doc__ = SQLAlchemyMiddleware.__doc__
+        proxy = SessionProxy(name)
+
+    Middleware.__name__ = Middleware.__qualname__ = f"SQLAlchemyMiddleware[{name}]"
+    return Middleware, Middleware.proxy

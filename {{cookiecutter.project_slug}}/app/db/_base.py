@@ -8,8 +8,8 @@ from sqlalchemy import MetaData, Uuid
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase
 
-from .column_types import PortableJSON, UTCDateTime
-from .queries import QueryMixin
+from ._column_types import PortableJSON, UTCDateTime
+from ._queries import QueryMixin
 
 __all__ = ["NAMING_CONVENTION", "Base"]
 

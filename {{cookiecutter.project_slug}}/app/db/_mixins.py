@@ -4,12 +4,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .column_types import UTCDateTime, UtcNow
+from ._column_types import UTCDateTime, UtcNow
 
 __all__ = ["INCLUDE_DELETED", "CreatedAtMixin", "SoftDeleteMixin", "TimestampMixin", "utc_now"]
 
-# The execution option that lets soft-deleted rows through the filter that
-# app.events installs: select(Note).execution_options(**INCLUDE_DELETED).
+# The execution option that lets soft-deleted rows through the layer's filter:
+# select(Note).execution_options(**INCLUDE_DELETED).
 INCLUDE_DELETED = {"include_deleted": True}
 
 
@@ -32,7 +32,7 @@ class CreatedAtMixin:
 
 
 class TimestampMixin:
-    """`created_at` and `updated_at`; app.events moves `updated_at` on every change."""
+    """`created_at` and `updated_at`; the layer moves `updated_at` on every change."""
 
     created_at: Mapped[datetime] = _timestamp()
     updated_at: Mapped[datetime] = _timestamp()
@@ -41,7 +41,7 @@ class TimestampMixin:
 class SoftDeleteMixin:
     """A `deleted_at` column; rows where it is set are hidden from ordinary queries.
 
-    The hiding is done by the `do_orm_execute` listener in app.events. To see deleted
+    The layer's sessions do the hiding (a `do_orm_execute` listener). To see deleted
     rows too, run the statement with `execution_options(**INCLUDE_DELETED)`.
     """
 

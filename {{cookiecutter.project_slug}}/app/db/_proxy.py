@@ -8,15 +8,15 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from .engine import has_free_connection, pool_capacity
-from .errors import (
+from ._errors import (
+    CapacityError,
     MissingSessionError,
-    PoolTimeoutError,
     ProxyBindingError,
     SessionNotInitialisedError,
 )
-from .multi import MultiSessionScope, close_unawaited
-from .scope import SessionScope
+from ._multi import MultiSessionUnitOfWork, close_unawaited
+from ._pool import has_free_connection, pool_capacity
+from ._unit_of_work import UnitOfWork
 
 __all__ = ["SessionProxy", "db"]
 
@@ -31,7 +31,9 @@ class SessionProxy:
 
     def __init__(self, name: str = "db") -> None:
         self._name = name
-        self.context: ContextVar[SessionScope | None] = ContextVar(f"{name}_scope", default=None)
+        self.context: ContextVar[UnitOfWork | None] = ContextVar(
+            f"{name}_unit_of_work", default=None
+        )
         self._engine: AsyncEngine | None = None
         self._factory: async_sessionmaker[AsyncSession] | None = None
 
@@ -42,12 +44,12 @@ class SessionProxy:
     @property
     def session(self) -> AsyncSession:
         """The current `AsyncSession`, created on first use within the unit of work."""
-        scope = self.context.get()
-        if scope is None:
+        unit = self.context.get()
+        if unit is None:
             if self._factory is None:
                 raise SessionNotInitialisedError()
             raise MissingSessionError()
-        return scope.get()
+        return unit.get()
 
     def __call__(
         self,
@@ -71,12 +73,12 @@ class SessionProxy:
         It waits for a free `max_concurrent` slot, and commits (with `commit_on_exit`)
         or rolls back and closes when the `async with` ends.
         """
-        return self._multi_scope("db.connection()").connection()
+        return self._multi_unit("db.connection()").connection()
 
     async def gather(self, *aws: Awaitable[Any], return_exceptions: bool = False) -> list[Any]:
         """`asyncio.gather` for `db(multi_sessions=True)`: each coroutine in its own session."""
-        scope = self._multi_scope("db.gather()", *aws)
-        return await scope.gather(*aws, return_exceptions=return_exceptions)
+        unit = self._multi_unit("db.gather()", *aws)
+        return await unit.gather(*aws, return_exceptions=return_exceptions)
 
     def bind(self, engine: AsyncEngine, factory: async_sessionmaker[AsyncSession]) -> None:
         """Make `engine` the target of `db()` outside requests (middlewares call this)."""
@@ -95,15 +97,15 @@ class SessionProxy:
         if self._engine is engine:
             self._engine = self._factory = None
 
-    def _multi_scope(self, what: str, *unused: Awaitable[Any]) -> MultiSessionScope:
-        scope = self.context.get()
-        if not isinstance(scope, MultiSessionScope):
+    def _multi_unit(self, what: str, *unused: Awaitable[Any]) -> MultiSessionUnitOfWork:
+        unit = self.context.get()
+        if not isinstance(unit, MultiSessionUnitOfWork):
             close_unawaited(unused)
             raise MissingSessionError(
                 f"{what} gives each task its own session, so it needs an enclosing "
                 "`async with db(multi_sessions=True):` block."
             )
-        return scope
+        return unit
 
 
 class SessionBlock:
@@ -127,8 +129,8 @@ class SessionBlock:
         self._commit_on_exit = commit_on_exit
         self._multi_sessions = multi_sessions
         self._max_concurrent = max_concurrent
-        self._scope: SessionScope | None = None
-        self._token: Token[SessionScope | None] | None = None
+        self._unit: UnitOfWork | None = None
+        self._token: Token[UnitOfWork | None] | None = None
 
     async def __aenter__(self) -> SessionProxy:
         if self._token is not None:
@@ -143,7 +145,7 @@ class SessionBlock:
         if self._multi_sessions:
             capacity = pool_capacity(pool) if pool is not None else None
             slots = _slot_count(self._max_concurrent, capacity, held)
-            self._scope = MultiSessionScope(
+            self._unit = MultiSessionUnitOfWork(
                 factory,
                 self._session_args,
                 commit_on_exit=self._commit_on_exit,
@@ -154,13 +156,13 @@ class SessionBlock:
             if held and pool is not None and not has_free_connection(pool):
                 # Waiting here could only end in the pool timeout when every request
                 # holding a connection does the same, so fail at once instead.
-                raise PoolTimeoutError(
+                raise CapacityError(
                     "No free connection for a nested `async with db():` while the enclosing "
                     "session holds one and the pool is full. Use the enclosing `db.session`, "
                     "or give the pool more room (pool_size / max_overflow)."
                 )
-            self._scope = SessionScope(factory, self._session_args)
-        self._token = self._proxy.context.set(self._scope)
+            self._unit = UnitOfWork(factory, self._session_args)
+        self._token = self._proxy.context.set(self._unit)
         return self._proxy
 
     async def __aexit__(
@@ -169,13 +171,13 @@ class SessionBlock:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._scope is None or self._token is None:
+        if self._unit is None or self._token is None:
             raise RuntimeError("This db() block was never entered.")
         try:
             if exc is None:
-                await self._scope.finish(commit=self._commit_on_exit)
+                await self._unit.finish(commit=self._commit_on_exit)
             else:
-                await self._scope.discard()
+                await self._unit.discard()
         finally:
             # A block entered in one task and exited in another (a response body that
             # the server closes after its client left) cannot reset the first task's
@@ -193,7 +195,7 @@ def _slot_count(max_concurrent: int | None, capacity: int | None, held: bool) ->
         return None
     slots = min(limits) - held
     if slots < 1:
-        raise ValueError(
+        raise CapacityError(
             f"No connection is left for this multi_sessions block: the enclosing session "
             f"holds one of {min(limits)} (max_concurrent={max_concurrent}, pool capacity="
             f"{capacity}). Raise max_concurrent or the pool size, or open the block before "

@@ -4,14 +4,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from .cleanup import end_session, quietly, shielded
-from .errors import SessionFinalizedError
+from ._cleanup import end_session, quietly, shielded
+from ._errors import SessionFinalizedError
 
-__all__ = ["SessionScope"]
+__all__ = ["UnitOfWork"]
 
 
-class SessionScope:
-    """Holds the session of one unit of work; cheap to make, so every request gets one.
+class UnitOfWork:
+    """Holds the session of one request or `db()` block; cheap to make, so every request gets one.
 
     Nothing touches the database until `get()` is first called: a request that never
     reads `db.session` creates no session and checks out no connection.
@@ -28,7 +28,7 @@ class SessionScope:
         self.finalized = False
 
     def get(self) -> AsyncSession:
-        """The scope's session, created now if this is the first use."""
+        """The session of this unit of work, created now if this is the first use."""
         if self.finalized:
             raise SessionFinalizedError()
         session = self.session

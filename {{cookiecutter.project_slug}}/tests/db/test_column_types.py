@@ -8,23 +8,23 @@ from sqlalchemy import Uuid, bindparam, select, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.column_types import PortableJSON
-from tests.models.scratch import Member
+from app.db import PortableJSON
+from tests.scratch import Member
 
 
 async def test_uuid_json_and_aware_datetime_round_trip(
-    sessions: async_sessionmaker[AsyncSession], handle: str
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
 ) -> None:
     # Microseconds and a non-UTC offset: both are where naive storage goes wrong.
     seen = datetime(2024, 2, 29, 23, 30, 15, 123456, tzinfo=timezone(timedelta(hours=5)))
     profile = {"name": "Zoë", "tags": ["a", "b"], "nested": {"on": True, "none": None}, "n": 1.5}
-    async with sessions() as session:
+    async with scratch_sessions() as session:
         member = Member(handle=handle, profile=profile, last_seen=seen)
         session.add(member)
         await session.commit()
         member_id = member.id
 
-    async with sessions() as session:
+    async with scratch_sessions() as session:
         loaded = (await session.execute(select(Member).filter_by(id=member_id))).scalar_one()
 
     assert isinstance(loaded.id, uuid.UUID)
@@ -37,16 +37,16 @@ async def test_uuid_json_and_aware_datetime_round_trip(
 
 
 async def test_naive_datetime_is_refused(
-    sessions: async_sessionmaker[AsyncSession], handle: str
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
 ) -> None:
-    async with sessions() as session:
+    async with scratch_sessions() as session:
         session.add(Member(handle=handle, last_seen=datetime(2024, 1, 1, 12, 0)))
         with pytest.raises(StatementError, match="naive datetime"):
             await session.flush()
 
 
 async def test_server_default_timestamps_are_utc(
-    sessions: async_sessionmaker[AsyncSession], handle: str
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
 ) -> None:
     # Plain SQL, so neither the ORM nor Core fills in created_at: the database's own
     # default (UtcNow) does.
@@ -55,7 +55,7 @@ async def test_server_default_timestamps_are_utc(
         "VALUES (:id, :handle, '', 0, :profile)"
     ).bindparams(bindparam("id", type_=Uuid()), bindparam("profile", type_=PortableJSON))
     before = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-    async with sessions() as session:
+    async with scratch_sessions() as session:
         await session.execute(insert_by_hand, {"id": uuid.uuid4(), "handle": handle, "profile": {}})
         await session.commit()
         created = (

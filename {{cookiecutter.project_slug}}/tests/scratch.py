@@ -9,11 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, MetaData, String
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from app.db.base import NAMING_CONVENTION, Base
-from app.db.mixins import SoftDeleteMixin, TimestampMixin
-from app.events import NORMALIZE
+from app.db import NAMING_CONVENTION, NORMALIZE, Base, SoftDeleteMixin, TimestampMixin
 
 
 class ScratchBase(Base):
@@ -44,3 +42,21 @@ class Post(TimestampMixin, SoftDeleteMixin, ScratchBase):
     title: Mapped[str] = mapped_column(String(100))
 
     member: Mapped[Member] = relationship(back_populates="posts")
+
+
+class ForeignBase(DeclarativeBase):
+    """A declarative base of the user's own, not the layer's `Base`."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Label(TimestampMixin, SoftDeleteMixin, ForeignBase):
+    """The mixins on a model that does not derive from `Base` still do their work."""
+
+    __tablename__ = "scratch_labels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+
+
+METADATAS = (ScratchBase.metadata, ForeignBase.metadata)

@@ -1,16 +1,16 @@
-"""Query helpers that every model inherits: fetch by key, fetch one, race-safe get-or-create."""
+"""Query helpers: the lookups every model inherits, race-safe get-or-create, and pages."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper
 
-from .proxy import db
+from ._proxy import db
 
-__all__ = ["QueryMixin"]
+__all__ = ["QueryMixin", "fetch_page"]
 
 T = TypeVar("T")
 
@@ -98,6 +98,17 @@ class QueryMixin:
                 for name, value in defaults.items():
                     setattr(instance, name, value)
         return instance, created
+
+
+async def fetch_page(
+    session: AsyncSession, query: Select[Any], *, limit: int, offset: int
+) -> tuple[Sequence[Any], int]:
+    """`limit` rows of `query` (which must be ordered) from `offset` on, and how many rows
+    the whole query matches."""
+    counted = select(func.count()).select_from(query.order_by(None).subquery())
+    total = await session.scalar(counted)
+    rows = await session.scalars(query.limit(limit).offset(offset))
+    return rows.all(), total or 0
 
 
 async def _get_or_create(

@@ -1,0 +1,88 @@
+"""The ORM listeners that make the mixins and column normalisers work, installed by the layer.
+
+SQLAlchemy's asyncio extension runs the ORM on a plain `Session` in a greenlet, so these
+are ordinary synchronous listeners on mappers and on the sync session class:
+
+- `before_insert` / `before_update` on every `Base` model: each column named in
+  `info={NORMALIZE: function}` is passed through its function (str -> str);
+- `before_update` on every `TimestampMixin` model: moves `updated_at` forward;
+- `do_orm_execute` on the sessions the layer makes: hides `SoftDeleteMixin` rows from
+  SELECTs unless the statement runs with `execution_options(**INCLUDE_DELETED)`.
+
+The mapper listeners are registered when this module is imported, before any model is
+mapped; the session listener by `install_session_listeners()`, which
+`create_session_factory()` calls for the session class it uses.
+"""
+
+from typing import Any
+
+from sqlalchemy import Connection, event, inspect
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session, with_loader_criteria
+
+from ._base import Base
+from ._mixins import INCLUDE_DELETED, SoftDeleteMixin, TimestampMixin, utc_now
+
+__all__ = ["NORMALIZE", "LayerSession", "install_session_listeners"]
+
+# The key in a column's `info` that names its normaliser, a function str -> str.
+NORMALIZE = "normalize"
+
+(_INCLUDE_DELETED_OPTION,) = INCLUDE_DELETED
+
+
+class LayerSession(Session):
+    """The sync session behind the layer's `AsyncSession`s, so that its listeners reach
+    only the layer's sessions and not every `Session` in the process."""
+
+
+def install_session_listeners(session_class: type[Session]) -> None:
+    """Hide soft-deleted rows in the sessions of `session_class`; calling it again is a no-op."""
+    if not event.contains(session_class, "do_orm_execute", _hide_soft_deleted):
+        event.listen(session_class, "do_orm_execute", _hide_soft_deleted)
+
+
+def _normalize(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    loaded = inspect(target).dict
+    for attribute in mapper.column_attrs:
+        normalize = attribute.columns[0].info.get(NORMALIZE)
+        value = loaded.get(attribute.key)
+        if normalize is not None and isinstance(value, str):
+            setattr(target, attribute.key, normalize(value))
+
+
+def _touch(mapper: Mapper[Any], connection: Connection, target: TimestampMixin) -> None:
+    state = inspect(target)
+    # before_update also fires for rows whose only change is to a collection; those
+    # write nothing, and an explicitly assigned updated_at wins.
+    session = state.session
+    changed = session is not None and session.is_modified(target, include_collections=False)
+    if changed and not state.attrs.updated_at.history.has_changes():
+        target.updated_at = utc_now()
+
+
+def _hide_soft_deleted(state: ORMExecuteState) -> None:
+    if (
+        state.is_select
+        # Column and relationship loads inherit the criteria from the statement that
+        # loaded the parent, along with its include_deleted choice.
+        and not state.is_column_load
+        and not state.is_relationship_load
+        and not state.execution_options.get(_INCLUDE_DELETED_OPTION, False)
+    ):
+        state.statement = state.statement.options(
+            with_loader_criteria(
+                SoftDeleteMixin,
+                lambda cls: cls.deleted_at.is_(None),
+                include_aliases=True,
+            )
+        )
+
+
+# propagate=True reaches every subclass, including models declared later. The
+# normaliser must run first, so that a value that normalises back to what is stored is
+# no change that moves updated_at; insert=True puts it ahead of the mixin's listener,
+# whichever class a model names first.
+event.listen(Base, "before_insert", _normalize, propagate=True)
+event.listen(Base, "before_update", _normalize, propagate=True, insert=True)
+event.listen(TimestampMixin, "before_update", _touch, propagate=True)
+install_session_listeners(LayerSession)

@@ -1,0 +1,184 @@
+"""The layer's listeners fire through its AsyncSessions: normalisers, updated_at, soft delete."""
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import NoResultFound
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+
+from app.db import INCLUDE_DELETED, create_session_factory
+from tests.scratch import Label, Member, Post
+
+
+async def _reload(scratch_sessions: async_sessionmaker[AsyncSession], member: Member) -> Member:
+    async with scratch_sessions() as session:
+        statement = select(Member).filter_by(id=member.id).execution_options(**INCLUDE_DELETED)
+        return (await session.execute(statement)).scalar_one()
+
+
+async def test_before_insert_normalises_marked_columns_only(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with scratch_sessions() as session:
+        member = Member(handle=f"  {handle.upper()} ", team="  Blue Team ")
+        session.add(member)
+        await session.commit()
+
+    stored = await _reload(scratch_sessions, member)
+    assert stored.handle == handle
+    assert stored.team == "  Blue Team "
+
+
+async def test_before_update_normalises_and_moves_updated_at(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with scratch_sessions() as session:
+        member = Member(handle=handle)
+        session.add(member)
+        await session.commit()
+        inserted_at = member.updated_at
+
+        member.handle = f" {handle.upper()}-Renamed"
+        await session.commit()
+
+    stored = await _reload(scratch_sessions, member)
+    assert stored.handle == f"{handle}-renamed"
+    assert stored.updated_at > inserted_at
+    assert stored.created_at == member.created_at
+
+
+async def test_updated_at_stays_when_only_a_collection_changes(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with scratch_sessions() as session:
+        member = Member(handle=handle)
+        session.add(member)
+        await session.commit()
+        inserted_at = member.updated_at
+
+        (await member.awaitable_attrs.posts).append(Post(title="first"))
+        await session.commit()
+
+    assert (await _reload(scratch_sessions, member)).updated_at == inserted_at
+
+
+async def test_an_explicit_updated_at_wins(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    chosen = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    async with scratch_sessions() as session:
+        member = Member(handle=handle)
+        session.add(member)
+        await session.commit()
+
+        member.score = 5
+        member.updated_at = chosen
+        await session.commit()
+
+    assert (await _reload(scratch_sessions, member)).updated_at == chosen
+
+
+async def test_soft_deleted_rows_are_hidden_unless_asked_for(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with scratch_sessions() as session:
+        member = Member(handle=handle, posts=[Post(title="kept"), Post(title="deleted")])
+        session.add(member)
+        await session.commit()
+        member.posts[1].soft_delete()
+        await session.commit()
+        deleted_id = member.posts[1].id
+
+    async with scratch_sessions() as session:
+        posts = select(Post).filter_by(member_id=member.id)
+        visible = (await session.execute(posts)).scalars().all()
+        everything = (await session.execute(posts.execution_options(**INCLUDE_DELETED))).scalars()
+        assert [post.title for post in visible] == ["kept"]
+        assert sorted(post.title for post in everything) == ["deleted", "kept"]
+        assert await Post.get_by_pk(session, deleted_id) is None
+        with pytest.raises(NoResultFound):
+            await Post.get_one(session, id=deleted_id)
+
+    # Lazy loads follow the statement that loaded the parent.
+    async with scratch_sessions() as session:
+        loaded = await Member.get_one(session, id=member.id)
+        assert [post.title for post in await loaded.awaitable_attrs.posts] == ["kept"]
+    async with scratch_sessions() as session:
+        statement = select(Member).filter_by(id=member.id).execution_options(**INCLUDE_DELETED)
+        loaded = (await session.execute(statement)).scalar_one()
+        assert len(await loaded.awaitable_attrs.posts) == 2
+
+
+async def test_a_soft_deleted_row_disappears_in_its_own_session(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with scratch_sessions() as session:
+        member = Member(handle=handle)
+        session.add(member)
+        await session.commit()
+
+        member.soft_delete()
+        # Autoflush writes deleted_at before the query runs.
+        assert await Member.get_by_pk(session, member.id) is None
+        await session.commit()
+
+    assert (await _reload(scratch_sessions, member)).is_deleted
+
+
+async def test_a_value_that_normalises_to_the_stored_one_is_no_change(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with scratch_sessions() as session:
+        member = Member(handle=handle)
+        session.add(member)
+        await session.commit()
+        inserted_at = member.updated_at
+
+        member.handle = f"  {handle.upper()}  "
+        await session.commit()
+
+    assert (await _reload(scratch_sessions, member)).updated_at == inserted_at
+
+
+async def test_the_mixins_work_on_a_model_of_another_declarative_base(
+    scratch_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with scratch_sessions() as session:
+        label = Label(name="urgent")
+        session.add(label)
+        await session.commit()
+        inserted_at = label.updated_at
+
+        label.name = "very urgent"
+        await session.commit()
+        assert label.updated_at > inserted_at
+
+        label.soft_delete()
+        await session.commit()
+        everything = select(Label).filter_by(id=label.id).execution_options(**INCLUDE_DELETED)
+        assert (await session.execute(select(Label).filter_by(id=label.id))).first() is None
+        assert (await session.execute(everything)).scalar_one() is label
+
+
+class _OwnSession(Session):
+    """A caller's own sync session class, as `session_args` may name it."""
+
+
+async def test_a_session_class_of_the_callers_gets_the_filter_and_others_do_not(
+    scratch_engine: AsyncEngine, scratch_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async with scratch_sessions() as session:
+        label = Label(name="gone")
+        label.soft_delete()
+        session.add(label)
+        await session.commit()
+    query = select(Label).filter_by(id=label.id)
+
+    own = create_session_factory(scratch_engine, {"sync_session_class": _OwnSession})
+    async with own() as session:
+        assert (await session.execute(query)).first() is None
+    # A session the layer did not make is left as SQLAlchemy makes it.
+    async with AsyncSession(scratch_engine) as session:
+        assert (await session.execute(query)).scalar_one().name == "gone"
