@@ -6,7 +6,8 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from items import DATABASE_URL, ENGINE_ARGS, SESSION_ARGS, Item, ItemIn, ItemOut, list_items
+from harness.config import ENGINE_ARGS
+from items import DATABASE_URL, SESSION_ARGS, Item, ItemIn, ItemOut, list_items
 
 # Module-level engine and sessionmaker are what the FastAPI and SQLAlchemy
 # tutorials show, and what this contestant stands for.

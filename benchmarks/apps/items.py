@@ -1,6 +1,5 @@
-"""The model, schemas and engine settings that every benchmark contestant shares."""
+"""The model, schemas and session settings that every benchmark contestant shares."""
 
-import json
 import os
 from typing import Any
 
@@ -8,31 +7,23 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from harness.config import DATABASE_URL_VARIABLE, LIST_SIZE
+
 __all__ = [
     "DATABASE_URL",
-    "ENGINE_ARGS",
-    "LIST_SIZE",
     "SESSION_ARGS",
     "Item",
     "ItemIn",
     "ItemOut",
     "list_items",
-    "ndjson_lines",
 ]
 
 # The runner sets this; a contestant started by hand needs it too.
-DATABASE_URL = os.environ["BENCH_DATABASE_URL"]
-
-# One pool of ten connections that never grows, so twenty wrk connections queue
-# for it and the tail latency shows how each contestant behaves under queueing.
-# The baked service gets the same through its settings (harness/contestants.py).
-ENGINE_ARGS: dict[str, Any] = {"pool_size": 10, "max_overflow": 0}
+DATABASE_URL = os.environ[DATABASE_URL_VARIABLE]
 
 # SQLAlchemy's asyncio docs recommend this; every contestant uses it so that no
 # one pays for a refresh after commit that the others skip.
 SESSION_ARGS: dict[str, Any] = {"expire_on_commit": False}
-
-LIST_SIZE = 50
 
 
 class Base(DeclarativeBase):
@@ -61,10 +52,3 @@ class ItemOut(BaseModel):
 
 
 list_items = select(Item).order_by(Item.id).limit(LIST_SIZE)
-
-
-def ndjson_lines(rows: Any) -> str:
-    """Render `(id, name, value)` rows as NDJSON, one object per line."""
-    return "".join(
-        json.dumps({"id": row.id, "name": row.name, "value": row.value}) + "\n" for row in rows
-    )

@@ -5,7 +5,8 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException
 
-from items import DATABASE_URL, ENGINE_ARGS, SESSION_ARGS, Item, ItemIn, ItemOut, list_items
+from harness.config import ENGINE_ARGS
+from items import DATABASE_URL, SESSION_ARGS, Item, ItemIn, ItemOut, list_items
 
 __all__ = ["build_app"]
 

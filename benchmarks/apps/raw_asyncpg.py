@@ -7,11 +7,11 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI, HTTPException
 
-from items import DATABASE_URL, ENGINE_ARGS, LIST_SIZE, ItemIn, ItemOut
+from harness.config import LIST_SIZE, POOL_SIZE
+from items import DATABASE_URL, ItemIn, ItemOut
 
 # asyncpg wants a libpq-style URL, without SQLAlchemy's "+asyncpg" driver suffix.
 DSN = DATABASE_URL.replace("postgresql+asyncpg://", "postgresql://", 1)
-POOL_SIZE = ENGINE_ARGS["pool_size"] + ENGINE_ARGS["max_overflow"]
 
 pool: Any = None
 
@@ -19,6 +19,7 @@ pool: Any = None
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     global pool
+    # A fixed size, like the other contestants' pools, which never overflow.
     pool = await asyncpg.create_pool(DSN, min_size=POOL_SIZE, max_size=POOL_SIZE)
     try:
         yield

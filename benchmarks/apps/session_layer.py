@@ -1,12 +1,13 @@
 """The baked project's `app.db` session layer on the shared endpoints, plus the streaming export."""
 
+import json
 from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 import app.db as session_layer
-from items import Item, ndjson_lines
+from items import Item
 from proxy_app import build_app
 
 db = session_layer.db
@@ -27,6 +28,6 @@ async def export_items() -> StreamingResponse:
                 .execution_options(yield_per=EXPORT_BATCH)
             )
             async for rows in result.partitions():
-                yield ndjson_lines(rows)
+                yield "".join(json.dumps(row._asdict()) + "\n" for row in rows)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -17,9 +17,10 @@ from pathlib import Path
 import asyncpg
 
 from . import database
+from .config import CONNECTIONS, DEFAULT_DATABASE_URL, POOL_SIZE
 from .contestants import ENDPOINTS, SERVICE, Contestant, contestants
 from .inprocess import Figures, measure_in_process
-from .load import CONNECTIONS, Slice, combine, load_slice, warm_up
+from .load import Slice, combine, load_slice, warm_up
 from .memory import MemorySample, measure_export
 from .profile import profile
 from .report import Results, Round, render
@@ -45,7 +46,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--project", type=Path, required=True, help="the baked service")
     parser.add_argument(
         "--database-url",
-        default="postgresql://postgres@127.0.0.1:5432/bench",
+        default=DEFAULT_DATABASE_URL,
         help="a PostgreSQL database for the benchmark; created when missing, its items "
         "table dropped and rebuilt",
     )
@@ -284,7 +285,8 @@ def main() -> int:
         f"{arguments.warmup} s and measured for {arguments.seconds} s, in slices of "
         f"{SLICE_SECONDS} s that alternate between the contestants, with wrk "
         f"({CONNECTIONS} connections, 1 thread, core {cores[1]}); uvicorn on core {cores[0]} "
-        f"(1 worker, uvloop, httptools, no access log); {postgres}; pool of 10, no overflow; "
+        f"(1 worker, uvloop, httptools, no access log); {postgres}; "
+        f"pool of {POOL_SIZE}, no overflow; "
         f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after.",
         "",
         _versions() + ".",

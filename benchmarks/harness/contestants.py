@@ -5,11 +5,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import LIST_SIZE, POOL_SIZE
 from .database import SERVICE_USERS, seed_service, service_user_id, sqlalchemy_url
 
 __all__ = [
+    "APPS",
     "BASELINE",
     "BASELINE_AGAIN",
+    "BENCHMARKS",
     "ENDPOINTS",
     "PEER",
     "SERVICE",
@@ -19,20 +22,16 @@ __all__ = [
     "contestants",
 ]
 
-APPS = Path(__file__).resolve().parent.parent / "apps"
+BENCHMARKS = Path(__file__).resolve().parent.parent
+APPS = BENCHMARKS / "apps"
 
 # Keys and titles of the measured endpoints, in the order they are run and reported.
 ENDPOINTS = {
     "no-db": "no database",
     "read": "read one row by primary key",
-    "list": "list 50 rows",
+    "list": f"list {LIST_SIZE} rows",
     "insert": "insert with commit",
 }
-
-# The same as ENGINE_ARGS in apps/items.py, which the other contestants import.
-POOL = {"pool_size": 10, "max_overflow": 0}
-# The same as LIST_SIZE in apps/items.py.
-LIST_SIZE = 50
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def _service_routes() -> dict[str, Route]:
     return {
         "no-db": Route("GET", "/health/live"),
         "read": Route("GET", f"/users/{service_user_id(SERVICE_USERS // 2 + 1)}"),
-        # A page object: the first 50 users by creation time, with the total count.
+        # A page object: the first LIST_SIZE users by creation time, with the total count.
         "list": Route("GET", f"/users?limit={LIST_SIZE}", length=LIST_SIZE, items="items"),
         # Also queues the service's welcome note, a second transaction after the response.
         "insert": Route("POST", "/users", body=created, status=201),
@@ -133,8 +132,8 @@ def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestan
             env={
                 "DATABASE_URL": sqlalchemy_url(service_dsn),
                 # The service's settings for the pool every contestant gets.
-                "DATABASE_POOL_SIZE": str(POOL["pool_size"]),
-                "DATABASE_MAX_OVERFLOW": str(POOL["max_overflow"]),
+                "DATABASE_POOL_SIZE": str(POOL_SIZE),
+                "DATABASE_MAX_OVERFLOW": "0",
             },
             database=service_dsn,
             setup=(("-m", "app.migrate", "upgrade"),),

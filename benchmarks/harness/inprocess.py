@@ -28,7 +28,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .contestants import APPS, ENDPOINTS, Contestant, Route
+from .config import DATABASE_URL_VARIABLE
+from .contestants import APPS, BENCHMARKS, ENDPOINTS, Contestant, Route
 
 __all__ = ["BATCH_REQUESTS", "CLIENTS", "Figures", "measure_in_process"]
 
@@ -69,8 +70,8 @@ def measure_in_process(
     ]  # fmt: skip
     environment = {
         **os.environ,
-        "BENCH_DATABASE_URL": database_url,
-        "PYTHONPATH": os.pathsep.join([str(APPS), str(project)]),
+        DATABASE_URL_VARIABLE: database_url,
+        "PYTHONPATH": os.pathsep.join([str(APPS), str(BENCHMARKS), str(project)]),
     }
     completed = subprocess.run(
         command,

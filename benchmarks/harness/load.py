@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import CONNECTIONS, HOST
 from .contestants import Route
 from .server import Server
 
-__all__ = ["CONNECTIONS", "Sample", "Slice", "combine", "load_slice", "measure", "warm_up"]
+__all__ = ["Sample", "Slice", "combine", "load_slice", "measure", "warm_up"]
 
-CONNECTIONS = 20
 # Far above any latency a contestant should show, so that slow requests are
 # counted in the percentiles instead of being dropped as wrk timeouts.
 TIMEOUT_SECONDS = 10
@@ -65,7 +65,7 @@ def _wrk(server: Server, route: Route, *, seconds: int, cpu: int) -> dict[str, A
         "wrk", "--threads", "1", "--connections", str(CONNECTIONS),
         "--duration", f"{seconds}s", "--timeout", f"{TIMEOUT_SECONDS}s",
         "--script", str(SCRIPT),
-        f"http://127.0.0.1:{server.port}{route.path}",
+        f"http://{HOST}:{server.port}{route.path}",
     ]  # fmt: skip
     completed = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=seconds + 30, check=False

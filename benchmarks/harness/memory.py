@@ -4,6 +4,7 @@ import http.client
 import time
 from dataclasses import dataclass
 
+from .config import HOST
 from .contestants import Contestant
 from .server import Server, request, running
 
@@ -27,7 +28,7 @@ class MemorySample:
 
 def _stream(server: Server, path: str) -> int:
     """Read the whole NDJSON body, keeping none of it, and count its lines."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    connection = http.client.HTTPConnection(HOST, server.port, timeout=60)
     try:
         connection.request("GET", path)
         response = connection.getresponse()

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .contestants import Contestant, Route
+from .config import DATABASE_URL_VARIABLE, HOST
+from .contestants import BENCHMARKS, Contestant, Route
 
 __all__ = ["Server", "ServerError", "request", "running", "set_up"]
 
@@ -72,7 +73,7 @@ def request(port: int, route: Route) -> Any:
     # column would answer the second one with 409.
     tag = "check-" + uuid.uuid4().hex[:8]
     body = route.body.replace("{tag}", tag).replace("{n}", "0") if route.body else None
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         headers = {"Content-Type": "application/json"} if body else {}
         connection.request(route.method, route.path, body=body, headers=headers)
@@ -104,7 +105,7 @@ def request(port: int, route: Route) -> Any:
 
 def _free_port() -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -126,8 +127,9 @@ def _wait_until_ready(server: Server, probe: Route, log: Path) -> None:
 def _environment(contestant: Contestant, database_url: str) -> dict[str, str]:
     return {
         **os.environ,
-        "BENCH_DATABASE_URL": database_url,
-        "PYTHONPATH": os.pathsep.join(str(path) for path in contestant.path),
+        DATABASE_URL_VARIABLE: database_url,
+        # benchmarks/ for `harness.config`, which the apps import.
+        "PYTHONPATH": os.pathsep.join(str(path) for path in (BENCHMARKS, *contestant.path)),
         **contestant.env,
     }
 
@@ -160,7 +162,7 @@ def running(contestant: Contestant, *, cpu: int, database_url: str) -> Iterator[
         "taskset", "-c", str(cpu),
         sys.executable, "-m", "uvicorn", contestant.target,
         "--app-dir", str(contestant.app_dir),
-        "--host", "127.0.0.1", "--port", str(port),
+        "--host", HOST, "--port", str(port),
         "--workers", "1", "--loop", "uvloop", "--http", "httptools",
         "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
