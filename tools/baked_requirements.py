@@ -1,7 +1,8 @@
 """Write the requirements of every baked variant to a file, for `make install`.
 
 The template's test environment runs the baked projects' code and tools, so it
-installs exactly what their pyproject.toml files ask for, nothing typed twice.
+installs exactly what their pyproject.toml files ask for, nothing typed twice:
+each database's dependencies and the "dev" dependency group.
 
 Run it from the repository's root as `python -m tools.baked_requirements TARGET`, so
 that it reads the choices from `tests/variants.py`, as the bake tests do.
@@ -18,7 +19,7 @@ from tests.variants import CHOICES, TEMPLATE
 
 
 def requirements_of(database: str, output: Path) -> list[str]:
-    """The dependencies and dev extra of the project baked with `database`."""
+    """The dependencies and dev group of the project baked with `database`."""
     project = cookiecutter(
         str(TEMPLATE),
         no_input=True,
@@ -26,8 +27,14 @@ def requirements_of(database: str, output: Path) -> list[str]:
         extra_context={"database": database},
     )
     pyproject = tomllib.loads((Path(project) / "pyproject.toml").read_text())
-    project_table = pyproject["project"]
-    return [*project_table["dependencies"], *project_table["optional-dependencies"]["dev"]]
+    dev = pyproject["dependency-groups"]["dev"]
+    if not all(isinstance(requirement, str) for requirement in dev):
+        # The requirements file this writes has no way to say {include-group = ...}.
+        raise SystemExit(
+            "error: the baked dev group includes another group; list its requirements "
+            "in it one by one, or expand the include in tools/baked_requirements.py."
+        )
+    return [*pyproject["project"]["dependencies"], *dev]
 
 
 def main(target: Path) -> None:
