@@ -19,7 +19,6 @@ import asyncpg
 from . import database
 from .config import CONNECTIONS, DEFAULT_DATABASE_URL, POOL_SIZE
 from .contestants import ENDPOINTS, SERVICE, Contestant, contestants
-from .inprocess import Figures, measure_in_process
 from .load import Slice, combine, load_slice, warm_up
 from .memory import MemorySample, measure_export
 from .profile import profile
@@ -31,9 +30,6 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 FULL = (3, 2, 5)
 QUICK = (1, 1, 3)
 SLICE_SECONDS = 1
-# Batches of each app and endpoint in the in-process measurement.
-FULL_BATCHES = 20
-QUICK_BATCHES = 2
 ROWS = 1_000_000
 PACKAGES = (
     "fastapi", "starlette", "pydantic", "sqlalchemy", "asyncpg", "uvicorn", "uvloop",
@@ -133,21 +129,6 @@ def _memory(
             outcomes[contestant.key] = sample
         _log(f"  {sample.rows:,} rows in {sample.seconds:.1f} s, growth {sample.growth_mb:.1f} MB")
     return outcomes
-
-
-def _in_process(
-    chosen: list[Contestant], arguments: argparse.Namespace, *, cpu: int, url: str
-) -> Figures | str:
-    """The apps' CPU per request side by side in one process, or why that failed."""
-    batches = QUICK_BATCHES if arguments.quick else FULL_BATCHES
-    _log(f"in one process: {batches} batches per app and endpoint")
-    try:
-        return measure_in_process(
-            chosen, project=arguments.project, batches=batches, cpu=cpu, database_url=url
-        )
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
-        _log(f"  failed: {error}")
-        return f"failed: {str(error).splitlines()[0]}"
 
 
 def _round(
@@ -266,7 +247,6 @@ def main() -> int:
         )  # fmt: skip
         return 0
     memory = _memory(chosen, failures, rows=arguments.rows, cpu=cores[0], url=sqlalchemy_url)
-    in_process = _in_process(chosen, arguments, cpu=cores[0], url=sqlalchemy_url)
 
     rounds = []
     for number in range(arguments.rounds):
@@ -291,7 +271,7 @@ def main() -> int:
         "",
         _versions() + ".",
     ]
-    results = Results(chosen, rounds, failures, memory, in_process, header)
+    results = Results(chosen, rounds, failures, memory, header)
     markdown = render(results)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.md").write_text(markdown)
@@ -302,16 +282,11 @@ def main() -> int:
         ],
         "failures": failures,
         "memory": {k: v if isinstance(v, str) else asdict(v) for k, v in memory.items()},
-        "in_process": in_process,
     }
     (RESULTS / f"{stem}.json").write_text(json.dumps(raw, indent=2) + "\n")
     print(markdown)
     _log(f"written to {RESULTS / stem}.md in {minutes:.1f} min")
-    failed = (
-        failures
-        or isinstance(in_process, str)
-        or any(isinstance(v, str) and v.startswith("failed") for v in memory.values())
-    )
+    failed = failures or any(isinstance(v, str) and v.startswith("failed") for v in memory.values())
     return 1 if failed else 0
 
 

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from statistics import median
 
 from .contestants import BASELINE, BASELINE_AGAIN, ENDPOINTS, PEER, SESSION_LAYER, Contestant
-from .inprocess import BATCH_REQUESTS, CLIENTS, Figures
 from .load import Sample
 from .memory import MemorySample
 
@@ -27,8 +26,6 @@ class Results:
     # Contestant key -> why it could not be measured.
     failures: dict[str, str]
     memory: dict[str, MemorySample | str]
-    # The in-process CPU figures, or why they are missing.
-    in_process: Figures | str
     header: list[str]
 
 
@@ -102,53 +99,6 @@ def _table(results: Results) -> list[str]:
                 ]
             cells += [""] * (12 - len(cells))
             lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def _in_process_ratio(results: Results, key: str, endpoint: str, versus: str) -> float | None:
-    """CPU per request of `key` over that of `versus` in the in-process run, if both ran."""
-    if isinstance(results.in_process, str):
-        return None
-    mine = results.in_process.get(key, {}).get(endpoint)
-    theirs = results.in_process.get(versus, {}).get(endpoint)
-    if mine is None or theirs is None or not theirs["cpu_seconds"]:
-        return None
-    return (mine["cpu_seconds"] / mine["requests"]) / (theirs["cpu_seconds"] / theirs["requests"])
-
-
-def _in_process(results: Results) -> list[str]:
-    if isinstance(results.in_process, str):
-        return [results.in_process]
-    batches = {
-        int(figure["requests"]) // BATCH_REQUESTS
-        for endpoints in results.in_process.values()
-        for figure in endpoints.values()
-    }
-    lines = [
-        f"The apps side by side in one process (`harness/inprocess.py`): {CLIENTS} concurrent "
-        f"in-process clients, {' or '.join(map(str, sorted(batches)))} batches of "
-        f"{BATCH_REQUESTS} requests per app and endpoint, taking turns, and the process's CPU "
-        "time around each batch. No HTTP server, so no server-to-server noise and no uvicorn "
-        "in the absolute figures; the database endpoints still move by several percent from "
-        "run to run.",
-        "",
-        "| endpoint | contestant | CPU/req vs baseline | vs fastapi-async-sqlalchemy "
-        "| CPU µs/req |",
-        "|---|---|--:|--:|--:|",
-    ]
-    for endpoint, title in ENDPOINTS.items():
-        for contestant in results.contestants:
-            figure = results.in_process.get(contestant.key, {}).get(endpoint)
-            if figure is None:
-                continue
-            versus_base = _in_process_ratio(results, contestant.key, endpoint, BASELINE)
-            versus_peer = _in_process_ratio(results, contestant.key, endpoint, PEER)
-            lines.append(
-                f"| {title} | {contestant.title} "
-                f"| {'-' if versus_base is None else f'{versus_base:.2f}x'} "
-                f"| {'-' if versus_peer is None else f'{versus_peer:.3f}x'} "
-                f"| {figure['cpu_seconds'] / figure['requests'] * 1e6:,.0f} |"
-            )
     return lines
 
 
@@ -259,10 +209,6 @@ def render(results: Results) -> str:
             "## Targets for the app/db layer",
             "",
             *_targets(results),
-            "",
-            "## CPU per request in one process",
-            "",
-            *_in_process(results),
             "",
             "## Streaming export: resident memory",
             "",
