@@ -2,8 +2,7 @@
 
 An optional feature is whole files, listed below and deleted here when its option is "no".
 The Python files that wire the features in hold Jinja conditionals only around single
-lines (an import, a name, a setting with its comment), except for the six lines of
-app/main.py's lifespan that start the example's purge job. pyproject.toml's conditionals
+lines (an import, a name, a call, a setting with its comment). pyproject.toml's conditionals
 are single dependency lines. The files that a tool or a reader takes whole hold longer
 sections per option: alembic.ini the audit database's section, compose.yaml a service
 per database, README.md and .env.example each option's paragraphs and settings.

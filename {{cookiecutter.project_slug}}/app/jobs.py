@@ -8,15 +8,23 @@ cancels the job and waits for it, so no run is cut off holding a connection.
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
+from fastapi import FastAPI
 from sqlalchemy import delete
 
 from app.db import db, utc_now
 from app.models.note import Note
 
-__all__ = ["PURGE_AFTER", "PURGE_INTERVAL_SECONDS", "PeriodicJob", "purge_deleted_notes"]
+__all__ = [
+    "PURGE_AFTER",
+    "PURGE_INTERVAL_SECONDS",
+    "PeriodicJob",
+    "purge_deleted_notes",
+    "running_jobs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,3 +90,17 @@ class PeriodicJob:
                 await self.work()
             except Exception:
                 logger.exception("job %s failed; it runs again in %g s", self.name, self.interval)
+
+
+@asynccontextmanager
+async def running_jobs(app: FastAPI) -> AsyncIterator[None]:
+    """Run the service's periodic jobs while the block is open; `app.state.jobs` lists them."""
+    purge = PeriodicJob(
+        purge_deleted_notes, interval=PURGE_INTERVAL_SECONDS, name="purge-deleted-notes"
+    )
+    app.state.jobs = [purge]
+    purge.start()
+    try:
+        yield
+    finally:
+        await purge.stop()

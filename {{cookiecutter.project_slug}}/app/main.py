@@ -17,7 +17,7 @@ from app.db import SQLAlchemyMiddleware, create_engine, to_async_url
 from app.errors import install_error_handlers
 from app.events import install_listeners, wait_for_after_commit_jobs
 {%- if cookiecutter.include_example_api == "yes" %}
-from app.jobs import PURGE_INTERVAL_SECONDS, PeriodicJob, purge_deleted_notes
+from app.jobs import running_jobs
 {%- endif %}
 from app.migrate import ensure_up_to_date
 from app.observability import RequestContextMiddleware, configure_logging, count_statements
@@ -61,12 +61,7 @@ def create_app(
             install_listeners()
             cleanup.push_async_callback(wait_for_after_commit_jobs)
 {%- if cookiecutter.include_example_api == "yes" %}
-            purge = PeriodicJob(
-                purge_deleted_notes, interval=PURGE_INTERVAL_SECONDS, name="purge-deleted-notes"
-            )
-            purge.start()
-            cleanup.push_async_callback(purge.stop)
-            app.state.jobs = [purge]
+            await cleanup.enter_async_context(running_jobs(app))
 {%- endif %}
             yield
         logger.info("stopped")
