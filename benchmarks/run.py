@@ -20,7 +20,7 @@ PYTHON = VENV / "bin" / "python"
 STAMP = VENV / "bench-requirements.txt"
 
 # Installed next to the baked project's own dependencies.
-TOOLS = ["cookiecutter>=2.6", "uvloop", "httptools", "py-spy"]
+TOOLS = ["cookiecutter>=2.6", "uvloop", "httptools"]
 # This release declares Python >= 3.12 but runs on 3.11, so pip is told to ignore that.
 PEER = "fastapi-async-sqlalchemy==0.8.1"
 

@@ -21,7 +21,6 @@ from .config import CONNECTIONS, DEFAULT_DATABASE_URL, POOL_SIZE
 from .contestants import ENDPOINTS, SERVICE, Contestant, contestants
 from .load import Slice, combine, load_slice, warm_up
 from .memory import MemorySample, measure_export
-from .profile import profile
 from .report import Results, Round, render
 from .server import Server, ServerError, request, running, set_up
 
@@ -57,12 +56,6 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=ROWS, help="rows seeded and exported")
     parser.add_argument(
         "--only", help="comma-separated contestant keys to run (the baseline always runs)"
-    )
-    parser.add_argument(
-        "--profile",
-        metavar="KEY:ENDPOINT",
-        help="instead of the rounds, profile one contestant on one endpoint with py-spy, "
-        f"e.g. app-db:insert (endpoints: {', '.join(ENDPOINTS)})",
     )
     arguments = parser.parse_args()
     rounds, warmup, seconds = QUICK if arguments.quick else FULL
@@ -233,19 +226,6 @@ def main() -> int:
                 except (OSError, asyncpg.PostgresError) as error:
                     failures[contestant.key] = f"seeding its database failed: {error}"
                     _log(f"  failed: {error}")
-    if arguments.profile:
-        key, _, endpoint = arguments.profile.partition(":")
-        matches = [c for c in chosen if c.key == key and endpoint in c.routes]
-        if not matches:
-            sys.exit(
-                f"--profile wants KEY:ENDPOINT, such as app-db:insert; keys are "
-                f"{', '.join(c.key for c in chosen)} and endpoints {', '.join(ENDPOINTS)}."
-            )
-        profile(
-            matches[0], endpoint, seconds=arguments.seconds, cores=cores,
-            database_url=sqlalchemy_url, output=RESULTS / "profiles",
-        )  # fmt: skip
-        return 0
     memory = _memory(chosen, failures, rows=arguments.rows, cpu=cores[0], url=sqlalchemy_url)
 
     rounds = []

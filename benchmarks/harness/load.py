@@ -13,7 +13,7 @@ from .config import CONNECTIONS, HOST
 from .contestants import Route
 from .server import Server
 
-__all__ = ["Sample", "Slice", "combine", "load_slice", "measure", "warm_up"]
+__all__ = ["Sample", "Slice", "combine", "load_slice", "warm_up"]
 
 # Far above any latency a contestant should show, so that slow requests are
 # counted in the percentiles instead of being dropped as wrk timeouts.
@@ -114,12 +114,6 @@ def combine(slices: Iterable[Slice]) -> Sample:
         cpu_seconds=sum(part.cpu_seconds for part in slices),
         errors=sum(part.errors for part in slices),
     )
-
-
-def measure(server: Server, route: Route, *, warmup: int, seconds: int, cpu: int) -> Sample:
-    """Warm `route` up, then measure it in one piece (for a single contestant)."""
-    warm_up(server, route, seconds=warmup, cpu=cpu)
-    return combine([load_slice(server, route, seconds=seconds, cpu=cpu)])
 
 
 def _percentile(weighted: list[tuple[int, float]], percent: float) -> float:
