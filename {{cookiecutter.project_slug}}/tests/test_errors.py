@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db import db
 from app.errors import RETRY_AFTER_SECONDS, ConflictError
 from tests.conftest import serve
+from tests.pools import queue_pool
 
 SECRET = "s3cret-password"
 
@@ -127,4 +128,4 @@ async def test_a_pool_timeout_is_503_with_retry_after(
     assert busy.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
     assert busy.json()["error"]["code"] == "database_busy"
     assert after.status_code == 200
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0

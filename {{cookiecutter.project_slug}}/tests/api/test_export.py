@@ -21,6 +21,7 @@ from app.models.user import User
 from tests.asgi import http_scope
 from tests.conftest import serve
 from tests.factories import make_note, make_user
+from tests.pools import queue_pool
 
 
 async def test_ndjson_has_one_line_per_live_note_in_order(
@@ -109,7 +110,7 @@ async def test_a_client_disconnect_mid_export_returns_the_connection(
         async def send(message: Message) -> None:
             if message["type"] == "http.response.body" and message.get("body"):
                 chunks.append(message["body"])
-                assert engine.pool.checkedout() == 1  # the export's own session
+                assert queue_pool(engine).checkedout() == 1  # the export's own session
                 if how == "send fails":
                     raise OSError("the client closed the connection")
                 gone.set()
@@ -124,4 +125,4 @@ async def test_a_client_disconnect_mid_export_returns_the_connection(
             await app(http_scope("/export/notes"), receive, send)
 
         assert 1 <= len(chunks) < committed_notes // BATCH_SIZE
-        assert engine.pool.checkedout() == 0
+        assert queue_pool(engine).checkedout() == 0

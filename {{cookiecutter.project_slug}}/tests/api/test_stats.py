@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.settings import Settings
 from tests.conftest import serve
 from tests.factories import make_note, make_user
+from tests.pools import queue_pool
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ async def test_counts_run_concurrently_within_the_connection_limit(
     in_use: list[int] = []
 
     def checked_out(*_: object) -> None:
-        in_use.append(engine.pool.checkedout())
+        in_use.append(queue_pool(engine).checkedout())
 
     event.listen(engine.sync_engine, "checkout", checked_out)
     async with serve(app) as client:
@@ -54,7 +55,7 @@ async def test_counts_run_concurrently_within_the_connection_limit(
     assert response.status_code == 200
     # Four counts, at most three connections at a time, and more than one at once.
     assert 2 <= max(in_use) <= 3
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
 
 
 async def test_an_exhausted_pool_is_503_and_every_session_is_ended(
@@ -66,7 +67,7 @@ async def test_an_exhausted_pool_is_503_and_every_session_is_ended(
     async with serve(app) as client:
         async with engine.connect():  # the pool's only connection
             response = await client.get("/stats")
-        assert engine.pool.checkedout() == 0
+        assert queue_pool(engine).checkedout() == 0
         recovered = await client.get("/stats")
 
     assert response.status_code == 503
