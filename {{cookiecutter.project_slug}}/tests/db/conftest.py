@@ -29,8 +29,14 @@ class Item(Base):
     name: Mapped[str] = mapped_column(String(50), unique=True)
 
 
-items = Item.__table__
 metadata = Base.metadata
+# The mapped class's `__table__` is typed as any FROM clause; the metadata's entry is a Table.
+items = metadata.tables[Item.__tablename__]
+
+# A middleware class and the proxy it binds, as `create_middleware_and_session_proxy()` makes.
+Pair = tuple[type[SQLAlchemyMiddleware], SessionProxy]
+MakeApp = Callable[..., FastAPI]
+MakeClient = Callable[..., httpx.AsyncClient]
 
 
 class CountingSession(Session):
@@ -69,33 +75,36 @@ async def engine(database_url: str, backend: str, items_table: None) -> AsyncIte
 
 
 @pytest.fixture
-def pair() -> tuple[type[SQLAlchemyMiddleware], SessionProxy]:
+def pair() -> Pair:
     """A middleware class and proxy of their own, so tests never share `db`."""
     return create_middleware_and_session_proxy("test_db")
 
 
 @pytest.fixture
-def proxy(pair: tuple[type[SQLAlchemyMiddleware], SessionProxy]) -> SessionProxy:
+def proxy(pair: Pair) -> SessionProxy:
     return pair[1]
 
 
 @pytest.fixture
-def make_app(
-    pair: tuple[type[SQLAlchemyMiddleware], SessionProxy], engine: AsyncEngine
-) -> Callable[..., FastAPI]:
-    """A FastAPI app with the pair's middleware on the test engine (options as keywords)."""
+def make_app(pair: Pair, engine: AsyncEngine) -> MakeApp:
+    """A FastAPI app with the pair's middleware on the test engine, and these options."""
 
-    def make(**options: Any) -> FastAPI:
+    def make(
+        *, session_args: dict[str, Any] | None = None, commit_on_exit: bool = False
+    ) -> FastAPI:
         app = FastAPI()
-        options.setdefault("custom_engine", engine)
-        app.add_middleware(pair[0], **options)
+        # Named, not **options: mypy can check a middleware class held in a variable only
+        # against keywords it can see.
+        app.add_middleware(
+            pair[0], custom_engine=engine, session_args=session_args, commit_on_exit=commit_on_exit
+        )
         return app
 
     return make
 
 
 @pytest.fixture
-def make_client() -> Callable[..., httpx.AsyncClient]:
+def make_client() -> MakeClient:
     """Makes an httpx client that calls an ASGI app in-process (no lifespan)."""
 
     def make(app: ASGIApp, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
