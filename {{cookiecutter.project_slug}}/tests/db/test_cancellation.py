@@ -2,14 +2,20 @@
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import anyio
 import pytest
+from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from sqlalchemy import insert, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from starlette.types import Message
 
-from .conftest import APPLICATION_NAME, call, items, names
+from app.db import SessionProxy
+from tests.pools import queue_pool
+
+from .conftest import APPLICATION_NAME, MakeApp, call, items, names
 
 
 async def idle_in_transaction(database_url: str) -> list[str]:
@@ -29,7 +35,7 @@ async def idle_in_transaction(database_url: str) -> list[str]:
         await observer.dispose()
 
 
-def _holding_app(make_app, proxy, started: asyncio.Event):
+def _holding_app(make_app: MakeApp, proxy: SessionProxy, started: asyncio.Event) -> FastAPI:
     app = make_app(commit_on_exit=True)
 
     @app.get("/")
@@ -41,18 +47,22 @@ def _holding_app(make_app, proxy, started: asyncio.Event):
     return app
 
 
-async def test_asyncio_timeout_releases_the_connection(make_app, proxy, engine):
+async def test_asyncio_timeout_releases_the_connection(
+    make_app: MakeApp, proxy: SessionProxy, engine: AsyncEngine
+) -> None:
     started = asyncio.Event()
     app = _holding_app(make_app, proxy, started)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.3):
             await call(app)
     assert started.is_set()
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
     assert await names(engine) == []
 
 
-async def test_task_cancel_propagates_unchanged(make_app, proxy, engine):
+async def test_task_cancel_propagates_unchanged(
+    make_app: MakeApp, proxy: SessionProxy, engine: AsyncEngine
+) -> None:
     started = asyncio.Event()
     app = _holding_app(make_app, proxy, started)
     task = asyncio.create_task(call(app))
@@ -60,27 +70,31 @@ async def test_task_cancel_propagates_unchanged(make_app, proxy, engine):
     task.cancel("client went away")
     with pytest.raises(asyncio.CancelledError, match="client went away"):
         await task
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
 
 
-async def test_anyio_cancel_scope_releases_the_connection(make_app, proxy, engine):
+async def test_anyio_cancel_scope_releases_the_connection(
+    make_app: MakeApp, proxy: SessionProxy, engine: AsyncEngine
+) -> None:
     started = asyncio.Event()
     app = _holding_app(make_app, proxy, started)
     with anyio.move_on_after(0.3) as scope:
         await call(app)
     assert scope.cancelled_caught
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
     # Rolled back and returned, not thrown away half-closed: anyio re-cancels at every
     # await, so this holds only when the cleanup is shielded.
-    assert engine.pool.checkedin() == 1
+    assert queue_pool(engine).checkedin() == 1
 
 
-async def test_disconnect_during_a_stream_ends_the_generators_block(make_app, proxy, engine):
+async def test_disconnect_during_a_stream_ends_the_generators_block(
+    make_app: MakeApp, proxy: SessionProxy, engine: AsyncEngine
+) -> None:
     app = make_app()
     streaming = asyncio.Event()
     disconnect = asyncio.Event()
 
-    async def rows():
+    async def rows() -> AsyncIterator[bytes]:
         async with proxy():
             await proxy.session.execute(text("SELECT 1"))
             yield b"first"
@@ -97,10 +111,10 @@ async def test_disconnect_during_a_stream_ends_the_generators_block(make_app, pr
     disconnect.set()
     async with asyncio.timeout(5):
         await request
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
 
 
-def _late_commit_app(make_app, proxy):
+def _late_commit_app(make_app: MakeApp, proxy: SessionProxy) -> FastAPI:
     app = make_app(commit_on_exit=True)
 
     @app.get("/")
@@ -113,30 +127,36 @@ def _late_commit_app(make_app, proxy):
     return app
 
 
-async def test_cancellation_landing_on_the_commit_lets_it_finish(make_app, proxy, engine):
+async def test_cancellation_landing_on_the_commit_lets_it_finish(
+    make_app: MakeApp, proxy: SessionProxy, engine: AsyncEngine
+) -> None:
     app = _late_commit_app(make_app, proxy)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.1):
             await call(app)
     assert await names(engine) == ["committed"]
-    assert engine.pool.checkedout() == 0
-    assert engine.pool.checkedin() == 1  # returned whole, not discarded mid-commit
+    assert queue_pool(engine).checkedout() == 0
+    assert queue_pool(engine).checkedin() == 1  # returned whole, not discarded mid-commit
 
 
-async def test_anyio_cancellation_landing_on_the_commit_lets_it_finish(make_app, proxy, engine):
+async def test_anyio_cancellation_landing_on_the_commit_lets_it_finish(
+    make_app: MakeApp, proxy: SessionProxy, engine: AsyncEngine
+) -> None:
     app = _late_commit_app(make_app, proxy)
-    sent: list[dict] = []
+    sent: list[Message] = []
     with anyio.move_on_after(0.1) as scope:
         sent = await call(app)
     assert scope.cancelled_caught
     assert sent == []  # no status reached the client
     assert await names(engine) == ["committed"]
-    assert engine.pool.checkedout() == 0
-    assert engine.pool.checkedin() == 1  # returned whole, not discarded mid-commit
+    assert queue_pool(engine).checkedout() == 0
+    assert queue_pool(engine).checkedin() == 1  # returned whole, not discarded mid-commit
 
 
 @pytest.mark.postgresql
-async def test_no_backend_is_left_idle_in_transaction(make_app, proxy, engine, database_url):
+async def test_no_backend_is_left_idle_in_transaction(
+    make_app: MakeApp, proxy: SessionProxy, engine: AsyncEngine, database_url: str
+) -> None:
     started = asyncio.Event()
     app = _holding_app(make_app, proxy, started)
     with pytest.raises(TimeoutError):
@@ -146,12 +166,14 @@ async def test_no_backend_is_left_idle_in_transaction(make_app, proxy, engine, d
         started.clear()
         await call(app)
     assert started.is_set()
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
     assert await idle_in_transaction(database_url) == []
 
 
 @pytest.mark.postgresql
-async def test_many_cancelled_requests_leak_nothing(make_app, proxy, engine, database_url):
+async def test_many_cancelled_requests_leak_nothing(
+    make_app: MakeApp, proxy: SessionProxy, engine: AsyncEngine, database_url: str
+) -> None:
     started = asyncio.Event()
     app = _holding_app(make_app, proxy, started)
     # Two at a time, the pool's size: a leaked connection would stall the next round.
@@ -161,5 +183,5 @@ async def test_many_cancelled_requests_leak_nothing(make_app, proxy, engine, dat
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        assert engine.pool.checkedout() == 0
+        assert queue_pool(engine).checkedout() == 0
     assert await idle_in_transaction(database_url) == []

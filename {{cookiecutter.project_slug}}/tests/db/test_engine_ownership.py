@@ -1,21 +1,26 @@
 """Who disposes which engine, proxy bindings, and many apps in one process."""
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import StatelessLifespan
 
 from app.db import (
     ProxyBindingError,
+    SessionProxy,
     SQLAlchemyMiddleware,
     create_middleware_and_session_proxy,
     db,
 )
 
-from .conftest import engine_args
+from .conftest import MakeApp, MakeClient, Pair, engine_args
 
 
 def count_disposals(engine: AsyncEngine) -> list[int]:
@@ -25,13 +30,15 @@ def count_disposals(engine: AsyncEngine) -> list[int]:
     return disposals
 
 
-def owned_app(pair, database_url, backend, lifespan=None):
+def owned_app(
+    pair: Pair, database_url: str, backend: str, lifespan: StatelessLifespan[FastAPI] | None = None
+) -> tuple[FastAPI, list[SQLAlchemyMiddleware], list[int]]:
     """An app whose middleware makes its own engine, and the list of that engine's disposals."""
     middleware_cls, _ = pair
     disposals: list[int] = []
 
     class Recording(middleware_cls):  # type: ignore[misc, valid-type]
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             event.listen(self.engine.sync_engine, "engine_disposed", lambda _: disposals.append(1))
             made.append(self)
@@ -42,7 +49,9 @@ def owned_app(pair, database_url, backend, lifespan=None):
     return app, made, disposals
 
 
-async def test_owned_engine_is_disposed_once_at_shutdown(pair, database_url, backend):
+async def test_owned_engine_is_disposed_once_at_shutdown(
+    pair: Pair, database_url: str, backend: str
+) -> None:
     app, made, disposals = owned_app(pair, database_url, backend)
     async with LifespanManager(app):
         assert disposals == []
@@ -52,21 +61,21 @@ async def test_owned_engine_is_disposed_once_at_shutdown(pair, database_url, bac
 
 
 @asynccontextmanager
-async def failing_startup(app):
+async def failing_startup(app: FastAPI) -> AsyncIterator[None]:
     raise LookupError("startup failed")
     yield
 
 
 @asynccontextmanager
-async def failing_shutdown(app):
+async def failing_shutdown(app: FastAPI) -> AsyncIterator[None]:
     yield
     raise LookupError("shutdown failed")
 
 
 @pytest.mark.parametrize("lifespan", [failing_startup, failing_shutdown])
 async def test_owned_engine_is_disposed_after_a_failed_lifespan(
-    pair, database_url, backend, lifespan
-):
+    pair: Pair, database_url: str, backend: str, lifespan: StatelessLifespan[FastAPI]
+) -> None:
     app, made, disposals = owned_app(pair, database_url, backend, lifespan=lifespan)
     with pytest.raises(LookupError):
         async with LifespanManager(app):
@@ -76,7 +85,7 @@ async def test_owned_engine_is_disposed_after_a_failed_lifespan(
     assert disposals == [1]
 
 
-async def test_custom_engine_is_never_disposed(make_app, engine):
+async def test_custom_engine_is_never_disposed(make_app: MakeApp, engine: AsyncEngine) -> None:
     app = make_app()
     disposals = count_disposals(engine)
     async with LifespanManager(app):
@@ -84,7 +93,9 @@ async def test_custom_engine_is_never_disposed(make_app, engine):
     assert disposals == []
 
 
-async def test_rebinding_a_live_proxy_to_another_database_is_refused(pair, engine, tmp_path):
+async def test_rebinding_a_live_proxy_to_another_database_is_refused(
+    pair: Pair, engine: AsyncEngine, tmp_path: Path
+) -> None:
     middleware, _ = pair
     first = middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
     with pytest.raises(ProxyBindingError, match="create_middleware_and_session_proxy"):
@@ -102,24 +113,35 @@ async def test_rebinding_a_live_proxy_to_another_database_is_refused(pair, engin
         ({"custom_engine": "engine", "engine_args": {"echo": True}}, "engine_args only apply"),
     ],
 )
-def test_middleware_needs_exactly_one_engine_source(engine, options, message):
+def test_middleware_needs_exactly_one_engine_source(
+    engine: AsyncEngine, options: dict[str, object], message: str
+) -> None:
     options = {key: engine if value == "engine" else value for key, value in options.items()}
     with pytest.raises(ValueError, match=message):
         SQLAlchemyMiddleware(app=None, **options)  # type: ignore[arg-type]
 
 
-def query_app(middleware, proxy, **options) -> FastAPI:
+def query_app(
+    middleware: type[SQLAlchemyMiddleware],
+    proxy: SessionProxy,
+    *,
+    db_url: str,
+    engine_args: dict[str, Any],
+) -> FastAPI:
     app = FastAPI()
-    app.add_middleware(middleware, **options)
+    app.add_middleware(middleware, db_url=db_url, engine_args=engine_args)
 
     @app.get("/")
     async def query() -> int:
-        return (await proxy.session.execute(text("SELECT 1"))).scalar_one()
+        value: int = (await proxy.session.execute(text("SELECT 1"))).scalar_one()
+        return value
 
     return app
 
 
-async def test_fifty_apps_in_one_session(database_url, backend, make_client, items_table):
+async def test_fifty_apps_in_one_session(
+    database_url: str, backend: str, make_client: MakeClient, items_table: None
+) -> None:
     # Odd apps share the global `db` (same URL, so each new app takes the binding over);
     # even ones get a pair of their own.
     for number in range(50):
@@ -134,7 +156,9 @@ async def test_fifty_apps_in_one_session(database_url, backend, make_client, ite
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 # Starlette before 1.7 (which older FastAPI pins) reads an alias that anyio 4.15 deprecated.
 @pytest.mark.filterwarnings("ignore:The anyio.abc.BlockingPortal alias is deprecated")
-def test_test_client_without_with_serves_several_requests(pair, database_url, backend):
+def test_test_client_without_with_serves_several_requests(
+    pair: Pair, database_url: str, backend: str
+) -> None:
     from fastapi.testclient import TestClient
 
     middleware, proxy = pair

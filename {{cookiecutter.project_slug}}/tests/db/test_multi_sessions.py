@@ -1,26 +1,29 @@
 """`db(multi_sessions=True)`: a session per task, bounded connections, every session ended."""
 
 import asyncio
+import inspect
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import CapacityError, MissingSessionError
+from app.db import CapacityError, MissingSessionError, SessionProxy
+from tests.pools import queue_pool
 
-from .conftest import items, names
+from .conftest import MakeApp, MakeClient, Pair, items, names
 
 
 @pytest.fixture
-def bound(pair, engine):
+def bound(pair: Pair, engine: AsyncEngine) -> SessionProxy:
     middleware, proxy = pair
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
     return proxy
 
 
 @pytest.fixture
-def peak(engine: AsyncEngine):
+def peak(engine: AsyncEngine) -> Iterator[dict[str, int]]:
     """The most connections the test engine had checked out at once."""
     state = {"now": 0, "peak": 0}
 
@@ -38,7 +41,7 @@ def peak(engine: AsyncEngine):
     event.remove(engine.sync_engine.pool, "checkin", checkin)
 
 
-async def test_each_task_gets_its_own_session_and_keeps_it(bound):
+async def test_each_task_gets_its_own_session_and_keeps_it(bound: SessionProxy) -> None:
     async def sessions() -> tuple[object, object]:
         first = bound.session
         await first.execute(text("SELECT 1"))
@@ -51,16 +54,18 @@ async def test_each_task_gets_its_own_session_and_keeps_it(bound):
     assert len({id(first) for first, _ in [*results, owner]}) == 3  # all still referenced
 
 
-async def test_asyncio_gather_over_queries_works(bound, engine):
+async def test_asyncio_gather_over_queries_works(bound: SessionProxy, engine: AsyncEngine) -> None:
     async def query(n: int) -> int:
-        return (await bound.session.execute(text(f"SELECT {n}"))).scalar_one()
+        value: int = (await bound.session.execute(text(f"SELECT {n}"))).scalar_one()
+        return value
 
     async with bound(multi_sessions=True):
-        assert await asyncio.gather(query(1), query(2)) == [1, 2]
-    assert engine.pool.checkedout() == 0
+        # list(): typeshed gives gather() of two a tuple type; it returns a list.
+        assert list(await asyncio.gather(query(1), query(2))) == [1, 2]
+    assert queue_pool(engine).checkedout() == 0
 
 
-async def test_asyncio_gather_on_one_session_raises_sqlalchemys_error(bound):
+async def test_asyncio_gather_on_one_session_raises_sqlalchemys_error(bound: SessionProxy) -> None:
     async def query() -> None:
         await bound.session.execute(text("SELECT 1"))
 
@@ -71,32 +76,40 @@ async def test_asyncio_gather_on_one_session_raises_sqlalchemys_error(bound):
     assert all(isinstance(error, sqlalchemy.exc.InvalidRequestError) for error in errors)
 
 
-async def test_gather_never_exceeds_max_concurrent(bound, engine, peak):
+async def test_gather_never_exceeds_max_concurrent(
+    bound: SessionProxy, engine: AsyncEngine, peak: dict[str, int]
+) -> None:
     async def query(n: int) -> int:
         await asyncio.sleep(0.01)
-        return (await bound.session.execute(text(f"SELECT {n}"))).scalar_one()
+        value: int = (await bound.session.execute(text(f"SELECT {n}"))).scalar_one()
+        return value
 
     async with bound(multi_sessions=True, max_concurrent=1):
         assert await bound.gather(*(query(n) for n in range(6))) == list(range(6))
     assert peak["peak"] == 1
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
 
 
-async def test_max_concurrent_counts_the_outer_connection(make_app, proxy, make_client, peak):
+async def test_max_concurrent_counts_the_outer_connection(
+    make_app: MakeApp, proxy: SessionProxy, make_client: MakeClient, peak: dict[str, int]
+) -> None:
     app = make_app()
 
     @app.get("/")
     async def fan_out() -> list[int]:
         await proxy.session.execute(text("SELECT 1"))  # the request now holds one
         async with proxy(multi_sessions=True, max_concurrent=2):
-            return await proxy.gather(*(_select(proxy, n) for n in range(5)))
+            selected: list[int] = await proxy.gather(*(_select(proxy, n) for n in range(5)))
+            return selected
 
     async with make_client(app) as http:
         assert (await http.get("/")).json() == list(range(5))
     assert peak["peak"] == 2
 
 
-async def test_limit_is_capped_by_the_pool_so_it_never_waits_on_itself(bound, engine, peak):
+async def test_limit_is_capped_by_the_pool_so_it_never_waits_on_itself(
+    bound: SessionProxy, engine: AsyncEngine, peak: dict[str, int]
+) -> None:
     # The pool holds two connections and max_concurrent asks for ten: with a 3 s pool
     # timeout, going past two would stall, then fail.
     async with bound(multi_sessions=True, max_concurrent=10):
@@ -104,7 +117,9 @@ async def test_limit_is_capped_by_the_pool_so_it_never_waits_on_itself(bound, en
     assert peak["peak"] == 2
 
 
-async def test_no_room_left_for_the_block_is_refused(make_app, proxy, make_client):
+async def test_no_room_left_for_the_block_is_refused(
+    make_app: MakeApp, proxy: SessionProxy, make_client: MakeClient
+) -> None:
     app = make_app()
 
     @app.get("/")
@@ -118,7 +133,9 @@ async def test_no_room_left_for_the_block_is_refused(make_app, proxy, make_clien
             await http.get("/")
 
 
-async def test_children_commit_on_their_own_and_a_failure_rolls_back_only_itself(bound, engine):
+async def test_children_commit_on_their_own_and_a_failure_rolls_back_only_itself(
+    bound: SessionProxy, engine: AsyncEngine
+) -> None:
     async def write(name: str) -> None:
         await bound.session.execute(insert(items).values(name=name))
         if name == "fails":
@@ -130,13 +147,17 @@ async def test_children_commit_on_their_own_and_a_failure_rolls_back_only_itself
     assert await names(engine) == ["kept"]
 
 
-async def test_without_commit_on_exit_children_roll_back(bound, engine):
+async def test_without_commit_on_exit_children_roll_back(
+    bound: SessionProxy, engine: AsyncEngine
+) -> None:
     async with bound(multi_sessions=True):
         await bound.gather(_insert(bound, "not kept"))
     assert await names(engine) == []
 
 
-async def test_failing_gather_stops_the_others_and_ends_every_session(bound, engine):
+async def test_failing_gather_stops_the_others_and_ends_every_session(
+    bound: SessionProxy, engine: AsyncEngine
+) -> None:
     finished: list[str] = []
 
     async def slow() -> None:
@@ -152,10 +173,12 @@ async def test_failing_gather_stops_the_others_and_ends_every_session(bound, eng
         async with bound(multi_sessions=True):
             await bound.gather(slow(), fails())
     assert finished == []
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
 
 
-async def test_failing_gather_closes_the_coroutines_it_never_started(bound, engine):
+async def test_failing_gather_closes_the_coroutines_it_never_started(
+    bound: SessionProxy, engine: AsyncEngine
+) -> None:
     async def fails() -> None:
         raise LookupError("first failure")
 
@@ -168,28 +191,33 @@ async def test_failing_gather_closes_the_coroutines_it_never_started(bound, engi
     with pytest.raises(LookupError):
         async with bound(multi_sessions=True, max_concurrent=1):
             await bound.gather(*children)
-    assert all(child.cr_frame is None for child in children)  # each finished or closed
-    assert engine.pool.checkedout() == 0
+    # Each one finished or was closed.
+    assert all(inspect.getcoroutinestate(child) == inspect.CORO_CLOSED for child in children)
+    assert queue_pool(engine).checkedout() == 0
 
 
-async def test_child_tasks_sessions_end_with_the_task(bound, engine):
+async def test_child_tasks_sessions_end_with_the_task(
+    bound: SessionProxy, engine: AsyncEngine
+) -> None:
     async with bound(multi_sessions=True, commit_on_exit=True):
         task = asyncio.create_task(_insert(bound, "from a task"))
         await task
         await asyncio.sleep(0.05)  # the task's session is ended by a cleanup task
-        assert engine.pool.checkedout() == 0
+        assert queue_pool(engine).checkedout() == 0
     assert await names(engine) == ["from a task"]
 
 
-async def test_connection_yields_the_tasks_session_and_ends_it(bound, engine):
+async def test_connection_yields_the_tasks_session_and_ends_it(
+    bound: SessionProxy, engine: AsyncEngine
+) -> None:
     async with bound(multi_sessions=True, max_concurrent=2):
         async with bound.connection() as session:
             assert session is bound.session
             await session.execute(text("SELECT 1"))
-        assert engine.pool.checkedout() == 0
+        assert queue_pool(engine).checkedout() == 0
 
 
-async def test_gather_refuses_tasks(bound):
+async def test_gather_refuses_tasks(bound: SessionProxy) -> None:
     async with bound(multi_sessions=True):
         task = asyncio.create_task(asyncio.sleep(0))
         with pytest.raises(TypeError, match="takes coroutines, not tasks"):
@@ -197,7 +225,7 @@ async def test_gather_refuses_tasks(bound):
         await task
 
 
-async def test_gather_and_connection_need_a_multi_sessions_block(bound):
+async def test_gather_and_connection_need_a_multi_sessions_block(bound: SessionProxy) -> None:
     async with bound():
         with pytest.raises(MissingSessionError, match="multi_sessions=True"):
             await bound.gather(asyncio.sleep(0))
@@ -206,18 +234,18 @@ async def test_gather_and_connection_need_a_multi_sessions_block(bound):
                 pass
 
 
-async def test_direct_access_beyond_the_limit_names_the_fix(bound):
+async def test_direct_access_beyond_the_limit_names_the_fix(bound: SessionProxy) -> None:
     async with bound(multi_sessions=True, max_concurrent=1):
         bound.session  # noqa: B018 - the owner takes the only slot
         with pytest.raises(CapacityError, match=r"db\.gather"):
             await asyncio.create_task(_select(bound, 1))
 
 
-async def _select(proxy, n: int, pause: float = 0) -> int:
-    value = (await proxy.session.execute(text(f"SELECT {n}"))).scalar_one()
+async def _select(proxy: SessionProxy, n: int, pause: float = 0) -> int:
+    value: int = (await proxy.session.execute(text(f"SELECT {n}"))).scalar_one()
     await asyncio.sleep(pause)  # holding the connection
     return value
 
 
-async def _insert(proxy, name: str) -> None:
+async def _insert(proxy: SessionProxy, name: str) -> None:
     await proxy.session.execute(insert(items).values(name=name))

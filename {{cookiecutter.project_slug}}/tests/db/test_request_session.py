@@ -2,30 +2,31 @@
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytest
 from fastapi import BackgroundTasks, Depends, HTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.types import Message, Receive, Scope, Send
 
-from app.db import SessionFinalizedError, create_session_factory, session_dependency
+from app.db import SessionFinalizedError, SessionProxy, create_session_factory, session_dependency
+from tests.pools import queue_pool
 
-from .conftest import CountingSession, Item, call, items, names
+from .conftest import CountingSession, Item, MakeApp, MakeClient, call, items, names
 
 
 async def test_request_that_never_reads_the_session_creates_none(
-    make_app, proxy, make_client, engine
-):
+    make_app: MakeApp, proxy: SessionProxy, make_client: MakeClient, engine: AsyncEngine
+) -> None:
     app = make_app(session_args={"sync_session_class": CountingSession})
     seen: list[int] = []
 
     @app.get("/")
     async def no_db() -> dict[str, int]:
-        seen.append(engine.pool.checkedout())
+        seen.append(queue_pool(engine).checkedout())
         return {"ok": 1}
 
     before = CountingSession.created
@@ -37,16 +38,18 @@ async def test_request_that_never_reads_the_session_creates_none(
     @app.get("/db")
     async def with_db() -> None:
         await proxy.session.execute(text("SELECT 1"))
-        seen.append(engine.pool.checkedout())
+        seen.append(queue_pool(engine).checkedout())
 
     async with make_client(app) as http:
         await http.get("/db")
     assert CountingSession.created == before + 1
     assert seen == [0, 1]
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
 
 
-async def test_commit_happens_before_the_response_starts(make_app, proxy, engine):
+async def test_commit_happens_before_the_response_starts(
+    make_app: MakeApp, proxy: SessionProxy, engine: AsyncEngine
+) -> None:
     app = make_app(commit_on_exit=True)
 
     @app.get("/")
@@ -65,7 +68,9 @@ async def test_commit_happens_before_the_response_starts(make_app, proxy, engine
     assert seen_at_start == [["first"]]
 
 
-async def test_failed_commit_gives_500_and_keeps_nothing(make_app, proxy, make_client, engine):
+async def test_failed_commit_gives_500_and_keeps_nothing(
+    make_app: MakeApp, proxy: SessionProxy, make_client: MakeClient, engine: AsyncEngine
+) -> None:
     app = make_app(commit_on_exit=True)
     conflict_handler_calls: list[str] = []
 
@@ -87,10 +92,12 @@ async def test_failed_commit_gives_500_and_keeps_nothing(make_app, proxy, make_c
     assert response.status_code == 500
     assert conflict_handler_calls == []
     assert await names(engine) == []
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
 
 
-async def test_conflict_flushed_in_the_endpoint_reaches_its_handler(make_app, proxy, make_client):
+async def test_conflict_flushed_in_the_endpoint_reaches_its_handler(
+    make_app: MakeApp, proxy: SessionProxy, make_client: MakeClient
+) -> None:
     app = make_app(commit_on_exit=True)
 
     @app.exception_handler(IntegrityError)
@@ -107,7 +114,13 @@ async def test_conflict_flushed_in_the_endpoint_reaches_its_handler(make_app, pr
 
 
 @pytest.mark.parametrize("status", [400, 404, 500])
-async def test_error_status_rolls_back(make_app, proxy, make_client, engine, status):
+async def test_error_status_rolls_back(
+    make_app: MakeApp,
+    proxy: SessionProxy,
+    make_client: MakeClient,
+    engine: AsyncEngine,
+    status: int,
+) -> None:
     app = make_app(commit_on_exit=True)
 
     @app.get("/")
@@ -120,7 +133,9 @@ async def test_error_status_rolls_back(make_app, proxy, make_client, engine, sta
     assert await names(engine) == []
 
 
-async def test_http_exception_rolls_back(make_app, proxy, make_client, engine):
+async def test_http_exception_rolls_back(
+    make_app: MakeApp, proxy: SessionProxy, make_client: MakeClient, engine: AsyncEngine
+) -> None:
     app = make_app(commit_on_exit=True)
 
     @app.get("/")
@@ -133,7 +148,9 @@ async def test_http_exception_rolls_back(make_app, proxy, make_client, engine):
     assert await names(engine) == []
 
 
-async def test_without_commit_on_exit_nothing_is_committed(make_app, proxy, make_client, engine):
+async def test_without_commit_on_exit_nothing_is_committed(
+    make_app: MakeApp, proxy: SessionProxy, make_client: MakeClient, engine: AsyncEngine
+) -> None:
     app = make_app()
 
     @app.get("/")
@@ -145,7 +162,9 @@ async def test_without_commit_on_exit_nothing_is_committed(make_app, proxy, make
     assert await names(engine) == []
 
 
-async def test_unhandled_exception_rolls_back_and_propagates(make_app, proxy, make_client, engine):
+async def test_unhandled_exception_rolls_back_and_propagates(
+    make_app: MakeApp, proxy: SessionProxy, make_client: MakeClient, engine: AsyncEngine
+) -> None:
     app = make_app(commit_on_exit=True)
 
     @app.get("/")
@@ -157,7 +176,7 @@ async def test_unhandled_exception_rolls_back_and_propagates(make_app, proxy, ma
         with pytest.raises(LookupError, match="the original"):
             await http.get("/")
     assert await names(engine) == []
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
 
 
 class _CloseFails(CountingSession):
@@ -167,8 +186,12 @@ class _CloseFails(CountingSession):
 
 
 async def test_original_exception_wins_when_cleanup_fails(
-    make_app, proxy, make_client, engine, caplog
-):
+    make_app: MakeApp,
+    proxy: SessionProxy,
+    make_client: MakeClient,
+    engine: AsyncEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     app = make_app(session_args={"sync_session_class": _CloseFails})
 
     @app.get("/")
@@ -180,12 +203,12 @@ async def test_original_exception_wins_when_cleanup_fails(
         with pytest.raises(LookupError, match="the original"):
             await http.get("/")
     assert "close failed too" in caplog.text
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
 
 
 async def test_only_a_session_still_in_a_transaction_is_ended_in_a_task_of_its_own(
-    make_app, proxy, engine
-):
+    make_app: MakeApp, proxy: SessionProxy, engine: AsyncEngine
+) -> None:
     # The shield's task keeps a cancellation from cutting a rollback or commit short.
     # A route that committed itself leaves nothing to cut short, so its request ends
     # without one; either way the row is kept and the connection is back in the pool.
@@ -205,7 +228,11 @@ async def test_only_a_session_still_in_a_transaction_is_ended_in_a_task_of_its_o
     default_factory = loop.get_task_factory()
     started: list[str] = []
 
-    def counting_factory(loop: asyncio.AbstractEventLoop, coro, **options) -> asyncio.Task:
+    # Any: the factory's coroutine type differs across Python versions, and only a real
+    # coroutine has the __qualname__ this reads.
+    def counting_factory(
+        loop: asyncio.AbstractEventLoop, coro: Any, **options: Any
+    ) -> asyncio.Task[Any]:
         started.append(coro.__qualname__)
         return asyncio.Task(coro, loop=loop, **options)
 
@@ -220,18 +247,18 @@ async def test_only_a_session_still_in_a_transaction_is_ended_in_a_task_of_its_o
     assert (committed_start["status"], pending_start["status"]) == (200, 200)
     assert tasks_for_committed == []
     assert started == ["end_session"]
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
     assert await names(engine) == ["committed by the route", "committed on exit"]
 
 
 async def test_background_task_runs_after_the_connection_is_returned(
-    make_app, proxy, make_client, engine
-):
+    make_app: MakeApp, proxy: SessionProxy, make_client: MakeClient, engine: AsyncEngine
+) -> None:
     app = make_app(commit_on_exit=True)
     report: dict[str, object] = {}
 
     async def later() -> None:
-        report["checked out"] = engine.pool.checkedout()
+        report["checked out"] = queue_pool(engine).checkedout()
         try:
             proxy.session  # noqa: B018 - the access itself is what raises
         except SessionFinalizedError as exc:
@@ -251,7 +278,9 @@ async def test_background_task_runs_after_the_connection_is_returned(
     assert await names(engine) == ["from the request", "from the task"]
 
 
-async def test_session_object_kept_past_the_response_refuses_work(make_app, proxy, make_client):
+async def test_session_object_kept_past_the_response_refuses_work(
+    make_app: MakeApp, proxy: SessionProxy, make_client: MakeClient
+) -> None:
     app = make_app()
     kept: list[AsyncSession] = []
     errors: list[Exception] = []
@@ -274,8 +303,8 @@ async def test_session_object_kept_past_the_response_refuses_work(make_app, prox
 
 
 async def test_streaming_generator_with_its_own_block_keeps_one_session(
-    make_app, proxy, make_client
-):
+    make_app: MakeApp, proxy: SessionProxy, make_client: MakeClient
+) -> None:
     app = make_app()
 
     async def chunks() -> AsyncIterator[str]:
@@ -300,7 +329,9 @@ async def test_streaming_generator_with_its_own_block_keeps_one_session(
     assert len(set(parts[1:])) == 1
 
 
-async def test_dependency_and_proxy_share_one_session(make_app, proxy, make_client, engine):
+async def test_dependency_and_proxy_share_one_session(
+    make_app: MakeApp, proxy: SessionProxy, make_client: MakeClient, engine: AsyncEngine
+) -> None:
     app = make_app(commit_on_exit=True)
     session_dep = Annotated[AsyncSession, Depends(session_dependency(proxy))]
 
@@ -315,7 +346,7 @@ async def test_dependency_and_proxy_share_one_session(make_app, proxy, make_clie
     assert await names(engine) == ["via dependency", "via proxy"]
 
 
-async def test_non_http_scopes_pass_through(make_app, proxy):
+async def test_non_http_scopes_pass_through(make_app: MakeApp, proxy: SessionProxy) -> None:
     app = make_app()
     seen: list[str] = []
 
@@ -326,7 +357,7 @@ async def test_non_http_scopes_pass_through(make_app, proxy):
             seen.append(type(exc).__name__)
 
     middleware = app.user_middleware[0]
-    wrapped = middleware.cls(websocket_app, **middleware.kwargs)
+    wrapped = middleware.cls(websocket_app, *middleware.args, **middleware.kwargs)
 
     async def receive() -> Message:
         return {"type": "websocket.connect"}
@@ -338,7 +369,9 @@ async def test_non_http_scopes_pass_through(make_app, proxy):
     assert seen == ["MissingSessionError"]
 
 
-async def test_default_session_settings_and_overrides(make_app, proxy, make_client):
+async def test_default_session_settings_and_overrides(
+    make_app: MakeApp, proxy: SessionProxy, make_client: MakeClient
+) -> None:
     app = make_app(session_args={"autoflush": False, "expire_on_commit": True})
     defaults_app = make_app()
     seen: dict[str, object] = {}
@@ -361,7 +394,7 @@ async def test_default_session_settings_and_overrides(make_app, proxy, make_clie
     assert seen == {"custom": (False, True), "default": False}
 
 
-async def test_session_args_may_replace_the_bind(engine):
+async def test_session_args_may_replace_the_bind(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         factory = create_session_factory(engine, {"bind": connection, "autoflush": False})
         async with factory() as session:

@@ -2,37 +2,43 @@
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import insert, text
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from app.db import (
     CapacityError,
     MissingSessionError,
     PoolTimeoutError,
     SessionNotInitialisedError,
+    SessionProxy,
     create_middleware_and_session_proxy,
 )
+from tests.pools import queue_pool
 
-from .conftest import engine_args, items, names
+from .conftest import Pair, engine_args, items, names
 
 
-def test_unbound_proxy_says_to_add_the_middleware():
+def test_unbound_proxy_says_to_add_the_middleware() -> None:
     _, fresh = create_middleware_and_session_proxy()
     with pytest.raises(SessionNotInitialisedError, match="add `SQLAlchemyMiddleware` to the app"):
         fresh.session  # noqa: B018
 
 
-async def test_outside_a_request_says_to_open_a_block(pair, engine):
+async def test_outside_a_request_says_to_open_a_block(pair: Pair, engine: AsyncEngine) -> None:
     middleware, proxy = pair
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
     with pytest.raises(MissingSessionError, match=r"open `async with db\(\):`"):
         proxy.session  # noqa: B018
 
 
-async def test_block_commits_on_exit_and_restores_the_outer_context(pair, engine):
+async def test_block_commits_on_exit_and_restores_the_outer_context(
+    pair: Pair, engine: AsyncEngine
+) -> None:
     middleware, proxy = pair
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
     async with proxy(commit_on_exit=True) as bound:
@@ -48,10 +54,12 @@ async def test_block_commits_on_exit_and_restores_the_outer_context(pair, engine
     with pytest.raises(MissingSessionError):
         proxy.session  # noqa: B018
     assert await names(engine) == ["inner", "outer"]
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
 
 
-async def test_block_that_raises_rolls_back_and_restores_the_outer_context(pair, engine):
+async def test_block_that_raises_rolls_back_and_restores_the_outer_context(
+    pair: Pair, engine: AsyncEngine
+) -> None:
     middleware, proxy = pair
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
     async with proxy():
@@ -60,10 +68,10 @@ async def test_block_that_raises_rolls_back_and_restores_the_outer_context(pair,
             await _write_then_raise(proxy)
         assert proxy.session is outer
     assert await names(engine) == []
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
 
 
-async def test_block_session_refuses_work_after_the_block(pair, engine):
+async def test_block_session_refuses_work_after_the_block(pair: Pair, engine: AsyncEngine) -> None:
     middleware, proxy = pair
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
     async with proxy():
@@ -73,11 +81,13 @@ async def test_block_session_refuses_work_after_the_block(pair, engine):
         await kept.execute(text("SELECT 1"))
 
 
-async def test_generator_block_closed_from_another_task_ends_cleanly(pair, engine):
+async def test_generator_block_closed_from_another_task_ends_cleanly(
+    pair: Pair, engine: AsyncEngine
+) -> None:
     middleware, proxy = pair
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
 
-    async def rows():
+    async def rows() -> AsyncGenerator[int, None]:
         async with proxy():
             await proxy.session.execute(text("SELECT 1"))
             yield 1
@@ -89,12 +99,14 @@ async def test_generator_block_closed_from_another_task_ends_cleanly(pair, engin
     assert await asyncio.create_task(anext(stream)) == 1
     await stream.aclose()
 
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
     with pytest.raises(MissingSessionError):
         proxy.session  # noqa: B018
 
 
-async def test_nested_block_fails_fast_when_the_pool_is_full(pair, engine):
+async def test_nested_block_fails_fast_when_the_pool_is_full(
+    pair: Pair, engine: AsyncEngine
+) -> None:
     middleware, proxy = pair
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
     async with engine.connect() as other:  # the second of the pool's two connections
@@ -106,10 +118,12 @@ async def test_nested_block_fails_fast_when_the_pool_is_full(pair, engine):
                 async with proxy():
                     await proxy.session.execute(text("SELECT 1"))
             assert time.monotonic() - started < 1  # pool_timeout is 3 s
-    assert engine.pool.checkedout() == 0
+    assert queue_pool(engine).checkedout() == 0
 
 
-async def test_pool_checkout_deadline_raises_the_typed_error(pair, database_url, backend):
+async def test_pool_checkout_deadline_raises_the_typed_error(
+    pair: Pair, database_url: str, backend: str
+) -> None:
     middleware, proxy = pair
     engine = create_async_engine(database_url, **engine_args(backend, pool_timeout=0.2))
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
@@ -120,7 +134,7 @@ async def test_pool_checkout_deadline_raises_the_typed_error(pair, database_url,
             with pytest.raises(PoolTimeoutError) as caught:
                 async with proxy():
                     await proxy.session.execute(text("SELECT 1"))
-        assert engine.pool.checkedout() == 0
+        assert queue_pool(engine).checkedout() == 0
     finally:
         await engine.dispose()
     assert isinstance(caught.value, sqlalchemy.exc.TimeoutError)
@@ -136,12 +150,14 @@ async def test_pool_checkout_deadline_raises_the_typed_error(pair, database_url,
         ({"max_concurrent": 2}, "only applies with multi_sessions=True"),
     ],
 )
-def test_bad_block_options_are_refused(proxy, options, message):
+def test_bad_block_options_are_refused(
+    proxy: SessionProxy, options: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         proxy(**options)
 
 
-async def test_block_session_args_override_the_defaults(pair, engine):
+async def test_block_session_args_override_the_defaults(pair: Pair, engine: AsyncEngine) -> None:
     middleware, proxy = pair
     middleware(app=None, custom_engine=engine, session_args={"autoflush": False})  # type: ignore[arg-type]
     async with proxy(session_args={"expire_on_commit": True, "autoflush": True}):
@@ -152,7 +168,9 @@ async def test_block_session_args_override_the_defaults(pair, engine):
         assert proxy.session.sync_session.autoflush is False
 
 
-async def test_concurrent_blocks_in_tasks_do_not_see_each_other(pair, engine):
+async def test_concurrent_blocks_in_tasks_do_not_see_each_other(
+    pair: Pair, engine: AsyncEngine
+) -> None:
     middleware, proxy = pair
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
 
@@ -170,7 +188,7 @@ async def test_concurrent_blocks_in_tasks_do_not_see_each_other(pair, engine):
     assert first is not second
 
 
-async def _write_then_raise(proxy) -> None:
+async def _write_then_raise(proxy: SessionProxy) -> None:
     async with proxy(commit_on_exit=True):
         await proxy.session.execute(insert(items).values(name="lost"))
         raise LookupError

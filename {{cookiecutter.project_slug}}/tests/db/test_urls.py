@@ -20,7 +20,7 @@ from app.db import to_async_url
         ("mariadb://root@db/app", "mariadb+aiomysql://root@db/app"),
     ],
 )
-def test_sync_urls_get_async_drivers(url, expected):
+def test_sync_urls_get_async_drivers(url: str, expected: str) -> None:
     assert to_async_url(url).render_as_string(hide_password=False) == expected
 
 
@@ -31,20 +31,20 @@ def test_sync_urls_get_async_drivers(url, expected):
         ("oracle://scott:tiger@db/app", "unsupported database 'oracle'"),
     ],
 )
-def test_bad_urls_raise_one_error_with_an_example(url, problem):
+def test_bad_urls_raise_one_error_with_an_example(url: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem) as caught:
         to_async_url(url)
     assert "postgresql://user:password@localhost:5432/app" in str(caught.value)
     assert "tiger" not in str(caught.value)
 
 
-def test_unparsable_url_has_its_password_masked():
+def test_unparsable_url_has_its_password_masked() -> None:
     with pytest.raises(ValueError, match="is not a database URL") as caught:
         to_async_url("postgresql//admin:hunter2@db/app")
     assert "hunter2" not in str(caught.value)
 
 
-def test_middleware_reports_a_bad_url_at_once():
+def test_middleware_reports_a_bad_url_at_once() -> None:
     from app.db import SQLAlchemyMiddleware
 
     with pytest.raises(ValueError, match="unsupported database 'oracle'"):
