@@ -189,7 +189,8 @@ def handle() -> str:
 
 @pytest.fixture
 def settings(database_urls: dict[str, str]) -> Settings:
-    urls = {_url_setting(name): url for name, url in database_urls.items()}
+    # Any, not str: mypy checks a `**` dict's value type against every keyword Settings takes.
+    urls: dict[str, Any] = {_url_setting(name): url for name, url in database_urls.items()}
     return Settings(**urls, secret_key="test-secret")
 
 
