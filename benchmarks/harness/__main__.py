@@ -1,4 +1,4 @@
-"""Run the benchmark: seed the database, measure the export's memory, interleave the rounds."""
+"""Run the benchmark: seed the databases, measure the exports' memory, interleave the rounds."""
 
 import argparse
 import contextlib
@@ -18,13 +18,13 @@ import asyncpg
 
 from . import database
 from .config import CONNECTIONS, DEFAULT_DATABASE_URL, POOL_SIZE
-from .contestants import ENDPOINTS, SERVICE, Contestant, contestants
+from .contestants import BASELINE, BENCHMARKS, ENDPOINTS, Contestant, contestants
 from .load import Slice, combine, load_slice, warm_up
 from .memory import MemorySample, measure_export
 from .report import Results, Round, render
 from .server import Server, ServerError, request, running, set_up
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = BENCHMARKS / "results"
 # Rounds, warm-up seconds and measured seconds per endpoint.
 FULL = (3, 2, 5)
 QUICK = (1, 1, 3)
@@ -46,12 +46,13 @@ def _arguments() -> argparse.Namespace:
         "table dropped and rebuilt",
     )
     parser.add_argument("--quick", action="store_true", help="one short round, for a smoke run")
-    parser.add_argument("--rounds", type=int, help="rounds of every contestant (default 3)")
-    parser.add_argument("--warmup", type=int, help="warm-up seconds per endpoint (default 2)")
+    parser.add_argument("--rounds", type=int, help=f"rounds of every contestant ({FULL[0]})")
+    parser.add_argument("--warmup", type=int, help=f"warm-up seconds per endpoint ({FULL[1]})")
     parser.add_argument(
         "--seconds",
         type=int,
-        help="measured seconds per endpoint and contestant, in one-second slices (default 5)",
+        help=f"measured seconds per endpoint and contestant, in {SLICE_SECONDS}-second "
+        f"slices ({FULL[2]})",
     )
     parser.add_argument("--rows", type=int, default=ROWS, help="rows seeded and exported")
     parser.add_argument(
@@ -65,13 +66,8 @@ def _arguments() -> argparse.Namespace:
     return arguments
 
 
-def _defaults(arguments: argparse.Namespace) -> bool:
-    """Whether this is the full run with every default, whose table the docs quote."""
-    return (
-        (arguments.rounds, arguments.warmup, arguments.seconds) == FULL
-        and arguments.rows == ROWS
-        and arguments.only is None
-    )
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _cores() -> tuple[int, int]:
@@ -82,14 +78,10 @@ def _cores() -> tuple[int, int]:
     return available[-1], available[0]
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _selected(everyone: list[Contestant], only: str | None) -> list[Contestant]:
     if only is None:
         return everyone
-    keys = {"baseline", *only.split(",")}
+    keys = {BASELINE, *only.split(",")}
     unknown = keys - {c.key for c in everyone}
     if unknown:
         sys.exit(f"Unknown contestant {', '.join(sorted(unknown))}; choose from "
@@ -97,31 +89,67 @@ def _selected(everyone: list[Contestant], only: str | None) -> list[Contestant]:
     return [c for c in everyone if c.key in keys]
 
 
+def _prepare(contestant: Contestant, url: str) -> str | None:
+    """Recreate, set up and seed the contestant's own database; why that failed, if it did."""
+    if contestant.database is None:
+        return None
+    _log(f"database: recreating, setting up and seeding the {contestant.title}'s database")
+    database.run(contestant.database, recreate=True)
+    try:
+        set_up(contestant, database_url=url)
+        database.run(contestant.database, contestant.seed)
+    except ServerError as error:
+        return str(error)
+    except (OSError, asyncpg.PostgresError) as error:
+        return f"seeding its database failed: {error}"
+    return None
+
+
 def _memory(
     chosen: list[Contestant], failures: dict[str, str], *, rows: int, cpu: int, url: str
 ) -> dict[str, MemorySample | str]:
+    """Each export's memory growth, or why it failed."""
     outcomes: dict[str, MemorySample | str] = {}
     for contestant in chosen:
-        if contestant.key in failures:
-            # Its setup already failed; the table says why.
-            continue
-        if contestant.export is None:
-            if contestant.key == SERVICE:
-                outcomes[contestant.key] = "missing: the baked service has no export route yet"
+        if contestant.export is None or contestant.key in failures:
             continue
         _log(f"memory: streaming {rows:,} rows from {contestant.title}")
         try:
-            sample = measure_export(contestant, cpu=cpu, database_url=url)
-        except (ServerError, RuntimeError, OSError) as error:
+            sample = measure_export(contestant, contestant.export, cpu=cpu, database_url=url)
+        except (RuntimeError, OSError, http.client.HTTPException) as error:
             outcomes[contestant.key] = f"failed: {str(error).splitlines()[0]}"
             _log(f"  failed: {error}")
             continue
-        if sample.rows != rows:
-            outcomes[contestant.key] = f"failed: exported {sample.rows:,} rows of {rows:,}"
-        else:
-            outcomes[contestant.key] = sample
         _log(f"  {sample.rows:,} rows in {sample.seconds:.1f} s, growth {sample.growth_mb:.1f} MB")
+        wrong = f"failed: exported {sample.rows:,} rows of {rows:,}"
+        outcomes[contestant.key] = sample if sample.rows == rows else wrong
     return outcomes
+
+
+def _start(
+    order: list[Contestant],
+    failures: dict[str, str],
+    stack: contextlib.ExitStack,
+    *,
+    cpu: int,
+    url: str,
+) -> list[tuple[Contestant, Server]]:
+    """Start every contestant that has not failed and check its routes; record who fails."""
+    started = []
+    for contestant in order:
+        if contestant.key in failures:
+            continue
+        try:
+            server = stack.enter_context(running(contestant, cpu=cpu, database_url=url))
+            # A contestant that answers wrongly must not score.
+            for check in contestant.routes.values():
+                request(server.port, check)
+        except (ServerError, OSError, http.client.HTTPException) as error:
+            failures[contestant.key] = str(error) or type(error).__name__
+            _log(f"{contestant.title} did not run: {failures[contestant.key]}")
+            continue
+        started.append((contestant, server))
+    return started
 
 
 def _round(
@@ -138,29 +166,15 @@ def _round(
     server_cpu, wrk_cpu = cores
     measured: Round = {}
     with contextlib.ExitStack() as stack:
-        started: list[tuple[Contestant, Server]] = []
-        for contestant in order:
-            if contestant.key in failures:
-                continue
-            try:
-                server = stack.enter_context(running(contestant, cpu=server_cpu, database_url=url))
-                # A contestant that answers wrongly must not score.
-                for check in contestant.routes.values():
-                    request(server.port, check)
-            except (ServerError, OSError, http.client.HTTPException) as error:
-                failures[contestant.key] = str(error) or type(error).__name__
-                _log(f"{contestant.title} did not run: {failures[contestant.key]}")
-                continue
-            started.append((contestant, server))
+        started = _start(order, failures, stack, cpu=server_cpu, url=url)
         for endpoint in ENDPOINTS:
             serving = [(c, s, c.routes[endpoint]) for c, s in started if endpoint in c.routes]
             for _, server, route in serving:
                 warm_up(server, route, seconds=arguments.warmup, cpu=wrk_cpu)
-            # The measured seconds are cut into one-second slices that take turns between
-            # the contestants, back and forth, so that a slow spell of the machine falls on
-            # all of them instead of on whoever was running.
+            # The slices take turns between the contestants, back and forth, so that a
+            # slow spell of the machine falls on all of them, not on whoever was running.
             slices: dict[str, list[Slice]] = {c.key: [] for c, _, _ in serving}
-            for turn in range(arguments.seconds):
+            for turn in range(arguments.seconds // SLICE_SECONDS):
                 for contestant, server, route in serving[:: 1 if turn % 2 == 0 else -1]:
                     part = load_slice(server, route, seconds=SLICE_SECONDS, cpu=wrk_cpu)
                     slices[contestant.key].append(part)
@@ -192,7 +206,7 @@ def _versions() -> str:
 def main() -> int:
     arguments = _arguments()
     started = time.monotonic()
-    load_before = os.getloadavg()
+    load_before = os.getloadavg()[0]
     cores = _cores()
     url = arguments.database_url
     service_dsn = database.with_database(url, database.name(url) + "_service")
@@ -202,7 +216,7 @@ def main() -> int:
 
     _log(f"database: rebuilding items with {arguments.rows:,} rows")
     try:
-        postgres = database.prepare(url, rows=arguments.rows)
+        postgres = database.run(url, database.items_seed(arguments.rows))
     except (OSError, asyncpg.PostgresError) as error:
         sys.exit(
             f"PostgreSQL at {url} refused the benchmark ({error}). Start it, or point "
@@ -210,24 +224,10 @@ def main() -> int:
         )
     failures: dict[str, str] = {}
     for contestant in chosen:
-        if contestant.database is not None:
-            _log(f"database: recreating the {contestant.title}'s database and running its setup")
-            database.recreate(contestant.database)
-            try:
-                set_up(contestant, database_url=sqlalchemy_url)
-            except ServerError as error:
-                failures[contestant.key] = str(error)
-                _log(f"  failed: {error}")
-                continue
-            if contestant.seed is not None:
-                _log(f"database: seeding the {contestant.title}'s tables")
-                try:
-                    contestant.seed(contestant.database)
-                except (OSError, asyncpg.PostgresError) as error:
-                    failures[contestant.key] = f"seeding its database failed: {error}"
-                    _log(f"  failed: {error}")
+        if problem := _prepare(contestant, sqlalchemy_url):
+            failures[contestant.key] = problem
+            _log(f"  failed: {problem}")
     memory = _memory(chosen, failures, rows=arguments.rows, cpu=cores[0], url=sqlalchemy_url)
-
     rounds = []
     for number in range(arguments.rounds):
         # Rotate the order so that no contestant always runs first or last.
@@ -237,24 +237,22 @@ def main() -> int:
 
     minutes = (time.monotonic() - started) / 60
     # Only a run with every default replaces the table the docs quote.
-    kind = "quick" if arguments.quick else "full" if _defaults(arguments) else "custom"
+    timing = (arguments.rounds, arguments.warmup, arguments.seconds)
+    defaults = timing == FULL and arguments.rows == ROWS and arguments.only is None
+    kind = "quick" if arguments.quick else "full" if defaults else "custom"
     stem = "latest" if kind == "full" else kind
     header = [
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {kind} run "
-        f"of {minutes:.1f} min: {arguments.rounds} round(s), each endpoint warmed up for "
-        f"{arguments.warmup} s and measured for {arguments.seconds} s, in slices of "
-        f"{SLICE_SECONDS} s that alternate between the contestants, with wrk "
-        f"({CONNECTIONS} connections, 1 thread, core {cores[1]}); uvicorn on core {cores[0]} "
-        f"(1 worker, uvloop, httptools, no access log); {postgres}; "
-        f"pool of {POOL_SIZE}, no overflow; "
-        f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after.",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {kind} run of {minutes:.1f} min: "
+        f"{arguments.rounds} round(s), each endpoint warmed up for {arguments.warmup} s and "
+        f"measured for {arguments.seconds} s, in slices of {SLICE_SECONDS} s that alternate "
+        f"between the contestants, with wrk ({CONNECTIONS} connections, 1 thread, core "
+        f"{cores[1]}); uvicorn on core {cores[0]} (1 worker, uvloop, httptools, no access "
+        f"log); {postgres}; pool of {POOL_SIZE}, no overflow; load average "
+        f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after.",
         "",
         _versions() + ".",
     ]
-    results = Results(chosen, rounds, failures, memory, header)
-    markdown = render(results)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.md").write_text(markdown)
+    markdown = render(Results(chosen, rounds, failures, memory, header))
     raw = {
         "rounds": [
             {key: {e: asdict(s) for e, s in samples.items()} for key, samples in measured.items()}
@@ -263,11 +261,12 @@ def main() -> int:
         "failures": failures,
         "memory": {k: v if isinstance(v, str) else asdict(v) for k, v in memory.items()},
     }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.md").write_text(markdown)
     (RESULTS / f"{stem}.json").write_text(json.dumps(raw, indent=2) + "\n")
     print(markdown)
     _log(f"written to {RESULTS / stem}.md in {minutes:.1f} min")
-    failed = failures or any(isinstance(v, str) and v.startswith("failed") for v in memory.values())
-    return 1 if failed else 0
+    return 1 if failures or any(isinstance(v, str) for v in memory.values()) else 0
 
 
 if __name__ == "__main__":

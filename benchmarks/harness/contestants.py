@@ -1,15 +1,13 @@
 """The contestants, the endpoints they serve and the requests that measure them."""
 
-import functools
-from collections.abc import Callable
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import LIST_SIZE, POOL_SIZE
-from .database import SERVICE_USERS, seed_service, service_user_id, sqlalchemy_url
+from .database import SERVICE_USERS, service_seed, service_user_id, sqlalchemy_url
 
 __all__ = [
-    "APPS",
     "BASELINE",
     "BASELINE_AGAIN",
     "BENCHMARKS",
@@ -33,20 +31,34 @@ ENDPOINTS = {
     "insert": "insert with commit",
 }
 
+# The keys the report and the targets refer to.
+SESSION_LAYER = "app-db"
+SERVICE = "service"
+BASELINE = "baseline"
+BASELINE_AGAIN = "baseline-again"
+PEER = "peer"
+
 
 @dataclass(frozen=True)
 class Route:
-    """One HTTP request: `{tag}` in the body becomes a token unique to the wrk run,
-    and `{n}` a counter per request, so inserts never hit a unique constraint."""
+    """One HTTP request and the answer it must get.
+
+    In the body, `{tag}` becomes a token unique to each wrk run or check, and `{n}` a
+    counter per request (report.lua), so that inserts never hit a unique constraint.
+    """
 
     method: str
     path: str
     body: str | None = None
     status: int = 200
-    # For a list endpoint: how many items the JSON array must hold, and, when the
-    # answer is an object (a page), the key of that array in it.
+    # For a list: how many items the JSON array must hold, and, when the answer is
+    # an object (a page), the key of that array in it.
     length: int | None = None
     items: str | None = None
+
+    def tagged_body(self) -> str | None:
+        """The body with a fresh `{tag}`."""
+        return self.body.replace("{tag}", uuid.uuid4().hex[:8]) if self.body else None
 
 
 @dataclass(frozen=True)
@@ -56,20 +68,20 @@ class Contestant:
     key: str
     title: str
     target: str
-    app_dir: Path
     routes: dict[str, Route]
+    app_dir: Path = APPS
     factory: bool = False
-    # Extra directories for the server's sys.path and extra environment.
+    # Extra directories for the server's sys.path, and extra environment.
     path: tuple[Path, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
-    # The NDJSON export the memory benchmark streams, when the contestant has one.
+    # The NDJSON export the memory check streams, when the contestant has one.
     export: Route | None = None
-    # A database of its own, dropped and created empty on every run, then prepared
-    # by the `setup` commands (arguments to the venv's python, run in `app_dir`).
+    # A database of its own (a libpq URL), dropped and created empty on every run,
+    # then built by `setup` (arguments to the venv's python, run in `app_dir`) and
+    # filled by the SQL statements of `seed`.
     database: str | None = None
-    setup: tuple[tuple[str, ...], ...] = ()
-    # Fills that database once the setup has run, given its libpq URL.
-    seed: Callable[[str], None] | None = None
+    setup: tuple[str, ...] = ()
+    seed: tuple[str, ...] = ()
 
 
 def _shared_routes(rows: int) -> dict[str, Route]:
@@ -83,9 +95,8 @@ def _shared_routes(rows: int) -> dict[str, Route]:
 
 
 def _service_routes() -> dict[str, Route]:
-    """The baked service's own example endpoints, on the rows `database.seed_service` writes."""
-    # The service sets its own rules for e-mails and usernames, and both are unique:
-    # the run's tag and the request counter keep every insert new.
+    """The baked service's own example endpoints, on the rows `database.service_seed` writes."""
+    # Both fields are unique in the service's tables.
     created = '{"email": "bench-{tag}-{n}@example.com", "username": "bench-{tag}-{n}"}'
     return {
         "no-db": Route("GET", "/health/live"),
@@ -97,78 +108,44 @@ def _service_routes() -> dict[str, Route]:
     }
 
 
-SESSION_LAYER = "app-db"
-SERVICE = "service"
-BASELINE = "baseline"
-BASELINE_AGAIN = "baseline-again"
-PEER = "peer"
-
-
 def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestant]:
-    """The six contestants, for a service baked into `project` and `rows` seeded items.
+    """The contestants, in the report's order, for a service baked into `project`.
 
-    The service gets a database of its own (`service_dsn`, a libpq URL), built by its
-    own migrations (it refuses to start on a database that is not up to date), then
-    seeded with `rows` notes, which its export streams, and the users who wrote them.
+    The apps in `apps/` serve `rows` seeded items. The service gets a database of its
+    own (`service_dsn`), built by its own migrations (it refuses to start on one that
+    is not up to date) and seeded with `rows` notes, which its export streams.
     """
     shared = _shared_routes(rows)
     return [
         Contestant(
-            key=SESSION_LAYER,
-            title="app/db layer",
-            target="session_layer:app",
-            app_dir=APPS,
-            routes=shared,
+            SESSION_LAYER,
+            "app/db layer",
+            "session_layer:app",
+            shared,
             path=(project,),
             export=Route("GET", "/export"),
         ),
         Contestant(
-            key=SERVICE,
-            title="baked service",
-            target="app.main:create_app",
-            factory=True,
+            SERVICE,
+            "baked service",
+            "app.main:create_app",
+            _service_routes(),
             app_dir=project,
-            routes=_service_routes(),
+            factory=True,
             env={
                 "DATABASE_URL": sqlalchemy_url(service_dsn),
-                # The service's settings for the pool every contestant gets.
                 "DATABASE_POOL_SIZE": str(POOL_SIZE),
                 "DATABASE_MAX_OVERFLOW": "0",
             },
-            database=service_dsn,
-            setup=(("-m", "app.migrate", "upgrade"),),
-            seed=functools.partial(seed_service, users=SERVICE_USERS, notes=rows),
             export=Route("GET", "/export/notes"),
+            database=service_dsn,
+            setup=("-m", "app.migrate", "upgrade"),
+            seed=service_seed(users=SERVICE_USERS, notes=rows),
         ),
-        Contestant(
-            key=BASELINE,
-            title="Depends (baseline)",
-            target="baseline:app",
-            app_dir=APPS,
-            routes=shared,
-        ),
+        Contestant(BASELINE, "Depends (baseline)", "baseline:app", shared),
         # The baseline's app in a second server: the ratios between two servers of the
-        # same code show how far apart this machine puts them, which is the noise floor
-        # under every other comparison.
-        Contestant(
-            key=BASELINE_AGAIN,
-            title="Depends, second server",
-            target="baseline:app",
-            app_dir=APPS,
-            routes=shared,
-        ),
-        Contestant(
-            key=PEER,
-            title="fastapi-async-sqlalchemy 0.8.1",
-            target="peer:app",
-            app_dir=APPS,
-            routes=shared,
-        ),
-        Contestant(
-            key="asyncpg",
-            title="raw asyncpg",
-            target="raw_asyncpg:app",
-            app_dir=APPS,
-            routes=shared,
-        ),
+        # same code are the noise floor under every other comparison.
+        Contestant(BASELINE_AGAIN, "Depends, second server", "baseline:app", shared),
+        Contestant(PEER, "fastapi-async-sqlalchemy 0.8.1", "peer:app", shared),
+        Contestant("asyncpg", "raw asyncpg", "raw_asyncpg:app", shared),
     ]

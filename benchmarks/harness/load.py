@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,18 +53,13 @@ class Slice:
 
 
 def _wrk(server: Server, route: Route, *, seconds: int, cpu: int) -> dict[str, Any]:
-    env = {
-        **os.environ,
-        "BENCH_METHOD": route.method,
-        # A fresh tag per run keeps inserted values unique across runs.
-        **({"BENCH_BODY": route.body.replace("{tag}", uuid.uuid4().hex[:8])} if route.body else {}),
-    }
+    body = route.tagged_body()
+    env = {**os.environ, "BENCH_METHOD": route.method, **({"BENCH_BODY": body} if body else {})}
     command = [
         "taskset", "-c", str(cpu),
         "wrk", "--threads", "1", "--connections", str(CONNECTIONS),
         "--duration", f"{seconds}s", "--timeout", f"{TIMEOUT_SECONDS}s",
-        "--script", str(SCRIPT),
-        f"http://{HOST}:{server.port}{route.path}",
+        "--script", str(SCRIPT), f"http://{HOST}:{server.port}{route.path}",
     ]  # fmt: skip
     completed = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=seconds + 30, check=False
@@ -87,11 +81,10 @@ def load_slice(server: Server, route: Route, *, seconds: int, cpu: int) -> Slice
     """Load `route` for `seconds` and read the server's CPU time around it."""
     cpu_before = server.cpu_seconds()
     result = _wrk(server, route, seconds=seconds, cpu=cpu)
-    cpu_after = server.cpu_seconds()
     return Slice(
         requests=result["requests"],
         seconds=result["duration_us"] / 1e6,
-        cpu_seconds=cpu_after - cpu_before,
+        cpu_seconds=server.cpu_seconds() - cpu_before,
         errors=sum(result["errors"].values()),
         quantiles=tuple(result["quantiles"]),
     )

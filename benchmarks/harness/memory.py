@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass
 
 from .config import HOST
-from .contestants import Contestant
+from .contestants import Contestant, Route
 from .server import Server, request, running
 
 __all__ = ["MemorySample", "measure_export"]
@@ -45,10 +45,10 @@ def _stream(server: Server, path: str) -> int:
         connection.close()
 
 
-def measure_export(contestant: Contestant, *, cpu: int, database_url: str) -> MemorySample:
-    """Stream the contestant's export once and report how far its resident memory rose."""
-    if contestant.export is None:
-        raise ValueError(f"{contestant.title} has no export route")
+def measure_export(
+    contestant: Contestant, export: Route, *, cpu: int, database_url: str
+) -> MemorySample:
+    """Stream `export` from the contestant once and report how far its resident memory rose."""
     with running(contestant, cpu=cpu, database_url=database_url) as server:
         # Let the first database request build the pool, the dialect and its
         # caches, so that the growth measured is the export's own.
@@ -58,7 +58,7 @@ def measure_export(contestant: Contestant, *, cpu: int, database_url: str) -> Me
         before = server.memory_kib("VmRSS")
         server.reset_peak_memory()
         started = time.monotonic()
-        rows = _stream(server, contestant.export.path)
+        rows = _stream(server, export.path)
         seconds = time.monotonic() - started
         peak = server.memory_kib("VmHWM")
     return MemorySample(

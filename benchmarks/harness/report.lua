@@ -1,8 +1,8 @@
 -- wrk script: sends one request shape and prints the run's figures as one JSON line.
 --
--- BENCH_METHOD (default GET) and BENCH_BODY come from the environment. A body
--- containing "{n}" gets a per-connection-thread counter there, so that inserts
--- into a column with a unique constraint never collide.
+-- BENCH_METHOD (default GET) and BENCH_BODY come from the environment. "{n}" in
+-- the body becomes a counter of this wrk thread's requests, so that inserts into a
+-- column with a unique constraint never collide.
 
 local QUANTILES = 1000
 local body = os.getenv("BENCH_BODY")
@@ -10,14 +10,10 @@ wrk.method = os.getenv("BENCH_METHOD") or "GET"
 
 if body then
   wrk.headers["Content-Type"] = "application/json"
-  if body:find("{n}", 1, true) then
-    local counter = 0
-    request = function()
-      counter = counter + 1
-      return wrk.format(nil, nil, nil, (body:gsub("{n}", tostring(counter))))
-    end
-  else
-    wrk.body = body
+  local counter = 0
+  request = function()
+    counter = counter + 1
+    return wrk.format(nil, nil, nil, (body:gsub("{n}", tostring(counter))))
   end
 end
 

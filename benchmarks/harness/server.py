@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,31 +26,27 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 class ServerError(RuntimeError):
     """The contestant did not start, or answered a check request wrongly.
 
-    The first line of the message says what happened, ending with the last
-    line of the server's log (usually the exception); the log's tail follows.
+    The first line says what happened, ending with the last line of the server's
+    output (usually the exception); the output's tail follows.
     """
 
-    def __init__(self, message: str, log: Path | None = None) -> None:
-        lines = log.read_text(errors="replace").splitlines()[-25:] if log else []
-        if lines:
-            message = "\n".join([f"{message}: {lines[-1].strip()}", *lines])
-        super().__init__(message)
+    def __init__(self, message: str, output: str = "") -> None:
+        lines = output.strip().splitlines()[-25:]
+        super().__init__(
+            "\n".join([f"{message}: {lines[-1].strip()}", *lines]) if lines else message
+        )
 
 
 class Server:
     def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
         self.process = process
         self.port = port
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+        self.pid = process.pid
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of the server process, all threads included."""
         stat = Path(f"/proc/{self.pid}/stat").read_text()
-        # Fields after the parenthesised command name; utime and stime are
-        # fields 14 and 15 of proc(5), so 11 and 12 here.
+        # utime and stime are fields 14 and 15 of proc(5): 11 and 12 after the command.
         fields = stat[stat.rindex(")") + 2 :].split()
         return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
@@ -69,10 +64,9 @@ class Server:
 
 def request(port: int, route: Route) -> Any:
     """Send `route` once and return its decoded JSON, or raise ServerError."""
-    # A fresh tag per check, since every round checks the insert again and a unique
-    # column would answer the second one with 409.
-    tag = "check-" + uuid.uuid4().hex[:8]
-    body = route.body.replace("{tag}", tag).replace("{n}", "0") if route.body else None
+    # A fresh tag per check, since every round checks the insert again.
+    body = route.tagged_body()
+    body = body.replace("{n}", "0") if body else None
     connection = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         headers = {"Content-Type": "application/json"} if body else {}
@@ -81,47 +75,22 @@ def request(port: int, route: Route) -> Any:
         payload = response.read()
     finally:
         connection.close()
+    asked = f"{route.method} {route.path}"
     if response.status != route.status:
         raise ServerError(
-            f"{route.method} {route.path} answered {response.status}, expected {route.status}: "
-            f"{payload[:300]!r}"
+            f"{asked} answered {response.status}, expected {route.status}: {payload[:300]!r}"
         )
     try:
         decoded = json.loads(payload)
     except ValueError as error:
-        raise ServerError(
-            f"{route.method} {route.path} answered with no JSON: {payload[:300]!r}"
-        ) from error
+        raise ServerError(f"{asked} answered with no JSON: {payload[:300]!r}") from error
     if route.length is not None:
         items = decoded.get(route.items) if route.items and isinstance(decoded, dict) else decoded
         if not isinstance(items, list) or len(items) != route.length:
             found = f"{len(items)} items" if isinstance(items, list) else "no list"
             where = f" in {route.items!r}" if route.items else ""
-            raise ServerError(
-                f"{route.method} {route.path} returned {found}{where}, expected {route.length}"
-            )
+            raise ServerError(f"{asked} returned {found}{where}, expected {route.length}")
     return decoded
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_until_ready(server: Server, probe: Route, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise ServerError(f"exited with code {server.process.returncode}", log)
-        try:
-            request(server.port, probe)
-        except (ConnectionError, http.client.HTTPException, TimeoutError):
-            time.sleep(0.1)
-        else:
-            return
-    raise ServerError(f"did not answer within {STARTUP_SECONDS} s", log)
 
 
 def _environment(contestant: Contestant, database_url: str) -> dict[str, str]:
@@ -135,23 +104,46 @@ def _environment(contestant: Contestant, database_url: str) -> dict[str, str]:
 
 
 def set_up(contestant: Contestant, *, database_url: str) -> None:
-    """Run the contestant's setup commands, such as its migrations; ServerError if one fails."""
-    for command in contestant.setup:
-        completed = subprocess.run(
-            [sys.executable, *command],
-            cwd=contestant.app_dir,
-            env=_environment(contestant, database_url),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+    """Run the contestant's setup command, such as its migrations; ServerError if it fails."""
+    if not contestant.setup:
+        return
+    completed = subprocess.run(
+        [sys.executable, *contestant.setup],
+        cwd=contestant.app_dir,
+        env=_environment(contestant, database_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise ServerError(
+            f"setup {' '.join(contestant.setup)} failed", completed.stdout + completed.stderr
         )
-        if completed.returncode != 0:
-            output = (completed.stdout + completed.stderr).strip().splitlines()
-            last = output[-1] if output else "no output"
-            raise ServerError(
-                "\n".join([f"setup {' '.join(command)} failed: {last}", *output[-25:]])
-            )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until_ready(server: Server, probe: Route, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            problem = f"exited with code {server.process.returncode}"
+            break
+        try:
+            request(server.port, probe)
+        except (ConnectionError, http.client.HTTPException, TimeoutError):
+            time.sleep(0.1)
+        else:
+            return
+    else:
+        problem = f"did not answer within {STARTUP_SECONDS} s"
+    raise ServerError(problem, log.read_text(errors="replace"))
 
 
 @contextlib.contextmanager
@@ -165,31 +157,25 @@ def running(contestant: Contestant, *, cpu: int, database_url: str) -> Iterator[
         "--host", HOST, "--port", str(port),
         "--workers", "1", "--loop", "uvloop", "--http", "httptools",
         "--no-access-log", "--log-level", "warning",
+        *(["--factory"] if contestant.factory else []),
     ]  # fmt: skip
-    if contestant.factory:
-        command.append("--factory")
-    env = _environment(contestant, database_url)
     with tempfile.NamedTemporaryFile(prefix=f"bench-{contestant.key}-", suffix=".log") as log:
         process = subprocess.Popen(
             command,
             cwd=contestant.app_dir,
-            env=env,
+            env=_environment(contestant, database_url),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        server = Server(process, port)
         try:
+            server = Server(process, port)
             _wait_until_ready(server, contestant.routes["no-db"], Path(log.name))
             yield server
         finally:
-            _stop(process)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
