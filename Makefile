@@ -22,8 +22,8 @@ $(VENV)/.installed: pyproject.toml $(TEMPLATE)/pyproject.toml tools/baked_requir
 	@touch $@
 
 test: install ## Lint the template's tests and hooks, then bake every variant and test what comes out
-	$(BIN)/ruff check tests hooks tools
-	$(BIN)/ruff format --check tests hooks tools
+	$(BIN)/ruff check tests hooks tools benchmarks
+	$(BIN)/ruff format --check tests hooks tools benchmarks
 	$(BIN)/mypy --strict hooks
 	$(BIN)/python -m pytest -n auto
 
