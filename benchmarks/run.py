@@ -13,6 +13,8 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from harness.config import PEER_PACKAGE, PEER_VERSION
+
 HERE = Path(__file__).resolve().parent
 REPOSITORY = HERE.parent
 VENV = HERE / ".venv"
@@ -22,7 +24,7 @@ STAMP = VENV / "bench-requirements.txt"
 # Installed next to the baked project's own dependencies.
 TOOLS = ["cookiecutter>=2.6", "uvloop", "httptools"]
 # This release declares Python >= 3.12 but runs on 3.11, so pip is told to ignore that.
-PEER = "fastapi-async-sqlalchemy==0.8.1"
+PEER = f"{PEER_PACKAGE}=={PEER_VERSION}"
 
 
 def _run(*command: str | Path, quiet: bool = False) -> None:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+from benchmarks.harness.config import DATABASE_URL_VARIABLE
 from tests.variants import TEMPLATE
 
 BENCHMARKS = TEMPLATE / "benchmarks"
@@ -21,7 +22,7 @@ def _run(*arguments: str) -> subprocess.CompletedProcess[str]:
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(BENCHMARKS), str(BENCHMARKS / "apps")]),
         # Read at import; nothing connects.
-        "BENCH_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/none",
+        DATABASE_URL_VARIABLE: "postgresql+asyncpg://nobody@127.0.0.1:1/none",
     }
     return subprocess.run(
         [sys.executable, *arguments],

@@ -17,12 +17,12 @@ from pathlib import Path
 import asyncpg
 
 from . import database
-from .config import CONNECTIONS, DEFAULT_DATABASE_URL, POOL_SIZE
+from .config import DEFAULT_DATABASE_URL, PEER_PACKAGE, POOL_SIZE
 from .contestants import BASELINE, BENCHMARKS, ENDPOINTS, Contestant, contestants
-from .load import Slice, combine, load_slice, warm_up
+from .load import WRK_OPTIONS, Slice, combine, load_slice, warm_up
 from .memory import MemorySample, measure_export
 from .report import Results, Round, render
-from .server import Server, ServerError, request, running, set_up
+from .server import UVICORN_OPTIONS, Server, ServerError, request, running, set_up
 
 RESULTS = BENCHMARKS / "results"
 # Rounds, warm-up seconds and measured seconds per endpoint.
@@ -32,7 +32,7 @@ SLICE_SECONDS = 1
 ROWS = 1_000_000
 PACKAGES = (
     "fastapi", "starlette", "pydantic", "sqlalchemy", "asyncpg", "uvicorn", "uvloop",
-    "httptools", "fastapi-async-sqlalchemy",
+    "httptools", PEER_PACKAGE,
 )  # fmt: skip
 
 
@@ -245,10 +245,10 @@ def main() -> int:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {kind} run of {minutes:.1f} min: "
         f"{arguments.rounds} round(s), each endpoint warmed up for {arguments.warmup} s and "
         f"measured for {arguments.seconds} s, in slices of {SLICE_SECONDS} s that alternate "
-        f"between the contestants, with wrk ({CONNECTIONS} connections, 1 thread, core "
-        f"{cores[1]}); uvicorn on core {cores[0]} (1 worker, uvloop, httptools, no access "
-        f"log); {postgres}; pool of {POOL_SIZE}, no overflow; load average "
-        f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after.",
+        f"between the contestants, with `wrk {' '.join(WRK_OPTIONS)}` on core {cores[1]} "
+        f"and `uvicorn {' '.join(UVICORN_OPTIONS)}` on core {cores[0]}; {postgres}; "
+        f"pool of {POOL_SIZE}, no overflow; load average {load_before:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after.",
         "",
         _versions() + ".",
     ]

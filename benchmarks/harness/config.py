@@ -1,6 +1,7 @@
 """The settings every contestant shares, defined once for the harness and the apps in `apps/`.
 
-Standard library only: the apps import it too (the harness puts `benchmarks/` on their path).
+Standard library only: run.py and the apps import it too (the harness puts `benchmarks/`
+on the apps' path).
 """
 
 from typing import Any
@@ -12,6 +13,8 @@ __all__ = [
     "ENGINE_ARGS",
     "HOST",
     "LIST_SIZE",
+    "PEER_PACKAGE",
+    "PEER_VERSION",
     "POOL_SIZE",
 ]
 
@@ -29,3 +32,7 @@ CONNECTIONS = 2 * POOL_SIZE
 
 # Rows per answer of the list endpoint.
 LIST_SIZE = 50
+
+# The release of the peer that the figures and the docs compare against.
+PEER_PACKAGE = "fastapi-async-sqlalchemy"
+PEER_VERSION = "0.8.1"

@@ -4,7 +4,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import LIST_SIZE, POOL_SIZE
+from .config import LIST_SIZE, PEER_PACKAGE, PEER_VERSION, POOL_SIZE
 from .database import SERVICE_USERS, service_seed, service_user_id, sqlalchemy_url
 
 __all__ = [
@@ -146,6 +146,6 @@ def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestan
         # The baseline's app in a second server: the ratios between two servers of the
         # same code are the noise floor under every other comparison.
         Contestant(BASELINE_AGAIN, "Depends, second server", "baseline:app", shared),
-        Contestant(PEER, "fastapi-async-sqlalchemy 0.8.1", "peer:app", shared),
+        Contestant(PEER, f"{PEER_PACKAGE} {PEER_VERSION}", "peer:app", shared),
         Contestant("asyncpg", "raw asyncpg", "raw_asyncpg:app", shared),
     ]

@@ -12,12 +12,16 @@ from .config import CONNECTIONS, HOST
 from .contestants import Route
 from .server import Server
 
-__all__ = ["Sample", "Slice", "combine", "load_slice", "warm_up"]
+__all__ = ["WRK_OPTIONS", "Sample", "Slice", "combine", "load_slice", "warm_up"]
 
 # Far above any latency a contestant should show, so that slow requests are
 # counted in the percentiles instead of being dropped as wrk timeouts.
 TIMEOUT_SECONDS = 10
 SCRIPT = Path(__file__).resolve().parent / "report.lua"
+# One thread is enough for one core, and no wrk thread competes with another.
+WRK_OPTIONS = (
+    "--threads", "1", "--connections", str(CONNECTIONS), "--timeout", f"{TIMEOUT_SECONDS}s",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,8 @@ def _wrk(server: Server, route: Route, *, seconds: int, cpu: int) -> dict[str, A
     env = {**os.environ, "BENCH_METHOD": route.method, **({"BENCH_BODY": body} if body else {})}
     command = [
         "taskset", "-c", str(cpu),
-        "wrk", "--threads", "1", "--connections", str(CONNECTIONS),
-        "--duration", f"{seconds}s", "--timeout", f"{TIMEOUT_SECONDS}s",
-        "--script", str(SCRIPT), f"http://{HOST}:{server.port}{route.path}",
+        "wrk", *WRK_OPTIONS, "--duration", f"{seconds}s", "--script", str(SCRIPT),
+        f"http://{HOST}:{server.port}{route.path}",
     ]  # fmt: skip
     completed = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=seconds + 30, check=False

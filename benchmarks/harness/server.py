@@ -17,9 +17,13 @@ from typing import Any
 from .config import DATABASE_URL_VARIABLE, HOST
 from .contestants import BENCHMARKS, Contestant, Route
 
-__all__ = ["Server", "ServerError", "request", "running", "set_up"]
+__all__ = ["UVICORN_OPTIONS", "Server", "ServerError", "request", "running", "set_up"]
 
 STARTUP_SECONDS = 30
+# The same server settings for every contestant: one worker, as fast as uvicorn goes.
+UVICORN_OPTIONS = (
+    "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+)  # fmt: skip
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -155,8 +159,7 @@ def running(contestant: Contestant, *, cpu: int, database_url: str) -> Iterator[
         sys.executable, "-m", "uvicorn", contestant.target,
         "--app-dir", str(contestant.app_dir),
         "--host", HOST, "--port", str(port),
-        "--workers", "1", "--loop", "uvloop", "--http", "httptools",
-        "--no-access-log", "--log-level", "warning",
+        *UVICORN_OPTIONS, "--log-level", "warning",
         *(["--factory"] if contestant.factory else []),
     ]  # fmt: skip
     with tempfile.NamedTemporaryFile(prefix=f"bench-{contestant.key}-", suffix=".log") as log:
