@@ -94,14 +94,14 @@ def _prepare(contestant: Contestant, url: str) -> str | None:
     if contestant.database is None:
         return None
     _log(f"database: recreating, setting up and seeding the {contestant.title}'s database")
-    database.run(contestant.database, recreate=True)
     try:
+        database.run(contestant.database, recreate=True)
         set_up(contestant, database_url=url)
         database.run(contestant.database, contestant.seed)
     except ServerError as error:
         return str(error)
     except (OSError, asyncpg.PostgresError) as error:
-        return f"seeding its database failed: {error}"
+        return f"preparing its database failed: {error}"
     return None
 
 
