@@ -83,7 +83,7 @@ def test_baked_project_passes_lint_and_strict_types(
     for command in (
         ("ruff", "check", "--no-cache", "."),
         ("ruff", "format", "--no-cache", "--check", "."),
-        ("mypy", "--strict", "--cache-dir", mypy_cache, "app", "migrations"),
+        ("mypy", "--strict", "--cache-dir", mypy_cache, "app", "migrations", "tests"),
     ):
         result = run(*command, cwd=project)
         assert result.returncode == 0, f"{' '.join(map(str, command))}:\n{result.stdout}"
