@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -134,8 +135,11 @@ async def _integrity_error(request: Request, exc: IntegrityError) -> JSONRespons
     return await _unhandled(request, exc)
 
 
-async def _no_connection(request: Request, exc: CapacityError) -> JSONResponse:
-    # PoolTimeoutError included: the pool stayed full for its whole timeout.
+async def _no_connection(
+    request: Request, exc: CapacityError | sqlalchemy.exc.TimeoutError
+) -> JSONResponse:
+    # The layer's engines raise PoolTimeoutError, a CapacityError, when the pool stays
+    # full for its whole timeout; an engine made elsewhere raises SQLAlchemy's own.
     logger.warning("no database connection for the request: %s", exc)
     message = "The service is busy; retry after the number of seconds in Retry-After."
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
@@ -156,4 +160,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(NoResultFound)(_no_result)
     app.exception_handler(IntegrityError)(_integrity_error)
     app.exception_handler(CapacityError)(_no_connection)
+    app.exception_handler(sqlalchemy.exc.TimeoutError)(_no_connection)
     app.exception_handler(Exception)(_unhandled)

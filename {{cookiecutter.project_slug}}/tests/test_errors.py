@@ -3,6 +3,7 @@
 from collections.abc import Callable
 
 import httpx
+import sqlalchemy.exc
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -129,3 +130,18 @@ async def test_a_pool_timeout_is_503_with_retry_after(
     assert busy.json()["error"]["code"] == "database_busy"
     assert after.status_code == 200
     assert queue_pool(engine).checkedout() == 0
+
+
+async def test_sqlalchemys_own_pool_timeout_is_503_too(app: FastAPI) -> None:
+    # An engine that create_engine() did not make (a team's own custom_engine) raises
+    # SQLAlchemy's TimeoutError rather than PoolTimeoutError; the answer is the same.
+    @app.get("/probe/foreign-pool")
+    async def foreign_pool() -> None:
+        raise sqlalchemy.exc.TimeoutError("QueuePool limit of size 1 overflow 0 reached")
+
+    async with serve(app) as client:
+        response = await client.get("/probe/foreign-pool")
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+    assert response.json()["error"]["code"] == "database_busy"

@@ -1,20 +1,17 @@
-"""Engines and session factories: the layer's defaults, its session class, typed pool timeouts."""
+"""Engines and session factories, with the layer's defaults, pool and session class."""
 
 from typing import Any
 
-import sqlalchemy.exc
 from sqlalchemy.engine import URL
-from sqlalchemy.engine.base import OptionEngine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import PoolProxiedConnection
 
-from ._errors import PoolTimeoutError
 from ._listeners import LayerSession, install_session_listeners
+from ._pool import pool_class_for
 from ._urls import to_async_url
 
 __all__ = ["SESSION_DEFAULTS", "create_engine", "create_session_factory"]
@@ -30,8 +27,18 @@ SESSION_DEFAULTS: dict[str, Any] = {
 
 
 def create_engine(db_url: str | URL, engine_args: dict[str, Any] | None = None) -> AsyncEngine:
-    """An engine for `db_url` (sync driver names are translated to async ones)."""
-    return create_async_engine(to_async_url(db_url), **(engine_args or {}))
+    """An engine for `db_url` (sync driver names are translated to async ones).
+
+    Unless `engine_args` choose a pool, a queue pool is the layer's `LayerPool`, whose
+    checkout timeout raises `PoolTimeoutError`.
+    """
+    url = to_async_url(db_url)
+    args = dict(engine_args or {})
+    if "poolclass" not in args and "pool" not in args:
+        poolclass = pool_class_for(url)
+        if poolclass is not None:
+            args["poolclass"] = poolclass
+    return create_async_engine(url, **args)
 
 
 def create_session_factory(
@@ -44,22 +51,5 @@ def create_session_factory(
     options = {**SESSION_DEFAULTS, **(session_args or {})}
     sync_session_class = options.setdefault("sync_session_class", LayerSession)
     install_session_listeners(sync_session_class)
-    bind = options.pop("bind", engine)
-    if isinstance(bind, AsyncEngine):
-        # Sessions check connections out through a thin view of the engine that turns
-        # the pool's timeout into PoolTimeoutError. It shares the pool, dialect and
-        # events, so it works the same for our engines and for a caller's custom one.
-        bind = AsyncEngine(_CheckoutDeadlineEngine(bind.sync_engine, {}))
-    return async_sessionmaker(bind=bind, **options)
-
-
-class _CheckoutDeadlineEngine(OptionEngine):
-    # Connection() calls raw_connection() for every checkout, ORM flushes included.
-    def raw_connection(self) -> PoolProxiedConnection:
-        try:
-            return super().raw_connection()
-        except sqlalchemy.exc.TimeoutError as exc:
-            raise PoolTimeoutError(
-                f"No database connection became free in time ({exc.args[0]}). The pool is "
-                "exhausted: retry later, or raise pool_size / max_overflow / pool_timeout."
-            ) from exc
+    options.setdefault("bind", engine)
+    return async_sessionmaker(**options)

@@ -1,8 +1,42 @@
-"""Pool capacity: how many connections a pool hands out at most, and whether one is free."""
+"""Pools: the layer's queue pool with a typed timeout, and how many connections a pool hands out."""
 
-from sqlalchemy.pool import Pool, QueuePool
+import sqlalchemy.exc
+from sqlalchemy.engine import URL
+from sqlalchemy.engine.default import DefaultDialect
+from sqlalchemy.pool import AsyncAdaptedQueuePool, Pool, PoolProxiedConnection, QueuePool
 
-__all__ = ["has_free_connection", "pool_capacity"]
+from ._errors import PoolTimeoutError
+
+__all__ = ["LayerPool", "has_free_connection", "pool_capacity", "pool_class_for"]
+
+
+class LayerPool(AsyncAdaptedQueuePool):
+    """SQLAlchemy's asyncio queue pool, whose checkout timeout is a `PoolTimeoutError`.
+
+    Engines made by `create_engine()` use it where SQLAlchemy would pick a queue pool, so
+    the typed error needs no wrapper around the engine: a session's bind stays the
+    engine itself. A caller's own engine keeps SQLAlchemy's `TimeoutError`.
+    """
+
+    def connect(self) -> PoolProxiedConnection:
+        # Engine.raw_connection() checks out through here, ORM flushes included.
+        try:
+            return super().connect()
+        except PoolTimeoutError:
+            raise
+        except sqlalchemy.exc.TimeoutError as exc:
+            raise PoolTimeoutError(
+                f"No database connection became free in time ({exc.args[0]}). The pool is "
+                "exhausted: retry later, or raise pool_size / max_overflow / pool_timeout."
+            ) from exc
+
+
+def pool_class_for(url: URL) -> type[Pool] | None:
+    """`LayerPool` where SQLAlchemy would pool `url` in a queue; None to keep its choice."""
+    dialect = url.get_dialect()
+    if not issubclass(dialect, DefaultDialect):
+        return None
+    return LayerPool if issubclass(dialect.get_pool_class(url), QueuePool) else None
 
 
 def pool_capacity(pool: Pool) -> int | None:

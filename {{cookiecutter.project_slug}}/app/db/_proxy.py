@@ -1,5 +1,7 @@
 """The `db` proxy: `db.session` is the current unit of work's session, `db()` opens one."""
 
+import sys
+import warnings
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager, suppress
 from contextvars import ContextVar, Token
@@ -41,15 +43,29 @@ class SessionProxy:
         bound = self._engine.url.render_as_string() if self._engine is not None else "unbound"
         return f"<SessionProxy {self._name} ({bound})>"
 
+    # A proxy stands for whatever unit of work the calling code runs in, so a copy could
+    # only be the proxy itself. FastAPI deep-copies parameter defaults such as `db=db`.
+    def __copy__(self) -> "SessionProxy":
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> "SessionProxy":
+        return self
+
+    def __reduce__(self) -> str:
+        # A module-level proxy pickles as a reference to itself, like a function.
+        name = self._name
+        if getattr(sys.modules.get(type(self).__module__), name, None) is self:
+            return name
+        raise TypeError(
+            f"{self!r} cannot be pickled: it stands for the session of the code that uses "
+            "it, which no other process can share. Pickle the data instead, and use the "
+            "proxy where the data is read."
+        )
+
     @property
     def session(self) -> AsyncSession:
         """The current `AsyncSession`, created on first use within the unit of work."""
-        unit = self.context.get()
-        if unit is None:
-            if self._factory is None:
-                raise SessionNotInitialisedError()
-            raise MissingSessionError()
-        return unit.get()
+        return self._current_unit().get()
 
     def __call__(
         self,
@@ -62,18 +78,28 @@ class SessionProxy:
         if max_concurrent is not None and max_concurrent < 1:
             raise ValueError(f"max_concurrent must be 1 or more, not {max_concurrent}.")
         if max_concurrent is not None and not multi_sessions:
-            raise ValueError("max_concurrent only applies with multi_sessions=True.")
+            # fastapi-async-sqlalchemy ignores it too; its users' code must keep working.
+            warnings.warn(
+                f"max_concurrent only applies with multi_sessions=True; db(max_concurrent="
+                f"{max_concurrent}) is one session, so the limit is ignored. Pass "
+                "multi_sessions=True to bound the block's connections, or drop max_concurrent.",
+                UserWarning,
+                stacklevel=2,
+            )
+            max_concurrent = None
         return SessionBlock(
             self, session_args or {}, commit_on_exit, multi_sessions, max_concurrent
         )
 
     def connection(self) -> AbstractAsyncContextManager[AsyncSession]:
-        """A session owned by the calling task, inside `db(multi_sessions=True)`.
+        """The session of the current unit of work, as an `async with` block.
 
-        It waits for a free `max_concurrent` slot, and commits (with `commit_on_exit`)
-        or rolls back and closes when the `async with` ends.
+        Inside `db(multi_sessions=True)` it is a session of the calling task's own, which
+        waits for a free `max_concurrent` slot and commits (with `commit_on_exit`) or
+        rolls back and closes when the block ends. Elsewhere it is `db.session`, which the
+        request or `db()` block still ends as usual.
         """
-        return self._multi_unit("db.connection()").connection()
+        return self._current_unit().connection()
 
     async def gather(self, *aws: Awaitable[Any], return_exceptions: bool = False) -> list[Any]:
         """`asyncio.gather` for `db(multi_sessions=True)`: each coroutine in its own session."""
@@ -96,6 +122,14 @@ class SessionProxy:
         """Forget `engine` if it is the bound one (called when its middleware is disposed)."""
         if self._engine is engine:
             self._engine = self._factory = None
+
+    def _current_unit(self) -> UnitOfWork:
+        unit = self.context.get()
+        if unit is None:
+            if self._factory is None:
+                raise SessionNotInitialisedError()
+            raise MissingSessionError()
+        return unit
 
     def _multi_unit(self, what: str, *unused: Awaitable[Any]) -> MultiSessionUnitOfWork:
         unit = self.context.get()

@@ -1,5 +1,7 @@
 """A unit of work (one request or one `db()` block) whose session is created on first use."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -35,6 +37,11 @@ class UnitOfWork:
         if session is None:
             session = self.session = self.factory(**self.session_args)
         return session
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncSession]:
+        """`async with db.connection()`: this unit's session, which the unit itself ends."""
+        yield self.get()
 
     def holds_connection(self) -> bool:
         """Whether the calling task's session has a transaction, and so a connection, open."""

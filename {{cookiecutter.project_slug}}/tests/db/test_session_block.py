@@ -16,6 +16,7 @@ from app.db import (
     PoolTimeoutError,
     SessionNotInitialisedError,
     SessionProxy,
+    create_engine,
     create_middleware_and_session_proxy,
 )
 from tests.pools import queue_pool
@@ -125,7 +126,7 @@ async def test_pool_checkout_deadline_raises_the_typed_error(
     pair: Pair, database_url: str, backend: str
 ) -> None:
     middleware, proxy = pair
-    engine = create_async_engine(database_url, **engine_args(backend, pool_timeout=0.2))
+    engine = create_engine(database_url, engine_args(backend, pool_timeout=0.2))
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
     try:
         async with engine.connect() as first, engine.connect() as second:
@@ -143,11 +144,32 @@ async def test_pool_checkout_deadline_raises_the_typed_error(
     assert "pool_size / max_overflow" in str(caught.value)
 
 
+async def test_an_engine_of_the_callers_keeps_sqlalchemys_timeout(
+    pair: Pair, database_url: str, backend: str
+) -> None:
+    # The layer never wraps a custom engine, so its pool raises what SQLAlchemy raises;
+    # the generated app answers 503 for both (tests/test_errors.py).
+    middleware, proxy = pair
+    engine = create_async_engine(database_url, **engine_args(backend, pool_timeout=0.2))
+    middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
+    try:
+        async with engine.connect() as first, engine.connect() as second:
+            await first.execute(text("SELECT 1"))
+            await second.execute(text("SELECT 1"))
+            with pytest.raises(sqlalchemy.exc.TimeoutError) as caught:
+                async with proxy():
+                    await proxy.session.execute(text("SELECT 1"))
+        assert queue_pool(engine).checkedout() == 0
+    finally:
+        await engine.dispose()
+    assert type(caught.value) is sqlalchemy.exc.TimeoutError
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"max_concurrent": 0, "multi_sessions": True}, "max_concurrent must be 1 or more"),
-        ({"max_concurrent": 2}, "only applies with multi_sessions=True"),
+        ({"max_concurrent": -1, "multi_sessions": True}, "max_concurrent must be 1 or more"),
     ],
 )
 def test_bad_block_options_are_refused(
