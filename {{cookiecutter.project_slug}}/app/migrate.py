@@ -58,7 +58,8 @@ _MAIN_SECTION = "alembic"
 # Alembic's default, which migrations/env.py keeps.
 _VERSION_TABLE = "alembic_version"
 
-SyncResult = Literal["created", "upgraded"]
+# What sync() did: built an empty database, applied revisions, or found nothing to do.
+SyncResult = Literal["created", "upgraded", "up to date"]
 T = TypeVar("T")
 
 
@@ -170,7 +171,8 @@ async def sync(engine: AsyncEngine, *, database: str = MAIN) -> SyncResult:
     """Bring the database to head: build an empty one from the models, upgrade any other.
 
     An empty database gets `create_all()` and is stamped at head, which is quicker than
-    replaying every migration; one that has a revision is upgraded. Returns which.
+    replaying every migration ("created"); one that is behind is upgraded ("upgraded"),
+    and one already at head is left alone ("up to date").
     """
 
     def run(config: Config) -> SyncResult:
@@ -178,7 +180,10 @@ async def sync(engine: AsyncEngine, *, database: str = MAIN) -> SyncResult:
         tables = inspect(connection).get_table_names()
         if _VERSION_TABLE in tables:
             script = ScriptDirectory.from_config(config)
-            _refuse_unknown(script, _database_heads(connection), _describe(engine, database))
+            heads = _database_heads(connection)
+            _refuse_unknown(script, heads, _describe(engine, database))
+            if set(heads) == set(script.get_heads()):
+                return "up to date"
             command.upgrade(config, "heads")
             return "upgraded"
         if tables:
@@ -273,8 +278,9 @@ async def main(argv: list[str]) -> int:
 
 async def _run_action(engine: AsyncEngine, database: str, action: str, revision: str | None) -> str:
     if action == "upgrade":
+        before = await current_revision(engine)
         await upgrade(engine, revision or "heads", database=database)
-        return f"upgraded, now at {await current_revision(engine) or 'base'}"
+        return _moved("upgraded", before, await current_revision(engine))
     if action == "downgrade":
         await downgrade(engine, revision or "-1", database=database)
         return f"downgraded, now at {await current_revision(engine) or 'base'}"
@@ -286,7 +292,18 @@ async def _run_action(engine: AsyncEngine, database: str, action: str, revision:
     if action == "check":
         await check(engine, database=database)
         return "the models match the migrations"
-    return await sync(engine, database=database)
+    before = await current_revision(engine)
+    outcome = await sync(engine, database=database)
+    return _moved(outcome, before, await current_revision(engine))
+
+
+def _moved(outcome: str, before: str | None, after: str | None) -> str:
+    """What happened to the revision, in words: "upgraded from X to Y", "up to date at Y"."""
+    if outcome == "created":
+        return f"created at {after or 'base'}"
+    if before == after:
+        return f"already up to date at {after or 'base'}"
+    return f"{outcome} from {before or 'base'} to {after or 'base'}"
 
 
 if __name__ == "__main__":

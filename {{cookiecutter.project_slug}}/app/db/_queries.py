@@ -66,14 +66,17 @@ class QueryMixin:
         session: AsyncSession | None = None,
         /,
         defaults: Mapping[str, Any] | None = None,
+        create_defaults: Mapping[str, Any] | None = None,
         **keys: Any,
     ) -> tuple[Self, bool]:
-        """The row matching `keys`, or a new one made from `keys` and `defaults`.
+        """The row matching `keys`, or a new one made from `keys`, `defaults` and
+        `create_defaults` (the last wins where they overlap).
 
         Returns `(instance, created)`. Safe against concurrent callers: see `_get_or_create`.
         """
         session = _resolve(session, cls, "get_or_create")
-        return await _get_or_create(cls, session, keys, defaults or {}, lock=False)
+        values = {**(defaults or {}), **(create_defaults or {})}
+        return await _get_or_create(cls, session, keys, values, lock=False)
 
     @classmethod
     async def update_or_create(
@@ -81,16 +84,19 @@ class QueryMixin:
         session: AsyncSession | None = None,
         /,
         defaults: Mapping[str, Any] | None = None,
+        create_defaults: Mapping[str, Any] | None = None,
         **keys: Any,
     ) -> tuple[Self, bool]:
         """Like get_or_create, but an existing row is updated with `defaults`.
 
-        The existing row is locked with `SELECT ... FOR UPDATE` before it is changed,
-        so concurrent updates of the same row queue up instead of overwriting each
-        other's reads.
+        `defaults` apply on both paths, `create_defaults` only to a new row (as in
+        sqlalchemy-helpers). The existing row is locked with `SELECT ... FOR UPDATE`
+        before it is changed, so concurrent updates of the same row queue up instead of
+        overwriting each other's reads.
         """
         session = _resolve(session, cls, "update_or_create")
-        instance, created = await _get_or_create(cls, session, keys, defaults or {}, lock=True)
+        values = {**(defaults or {}), **(create_defaults or {})}
+        instance, created = await _get_or_create(cls, session, keys, values, lock=True)
         if not created and defaults:
             # In a savepoint of its own, so that a failing update (a unique clash on one
             # of the new values, say) leaves the caller's transaction usable.

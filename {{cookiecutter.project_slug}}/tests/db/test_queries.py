@@ -1,4 +1,7 @@
-"""get_by_pk, get_one, get_or_create and update_or_create on one session."""
+"""get_by_pk, get_one, get_or_create and update_or_create on one session.
+
+The spelling is sqlalchemy-helpers': the session first, `defaults` and `create_defaults`.
+"""
 
 import uuid
 from collections.abc import Awaitable, Callable
@@ -81,6 +84,44 @@ async def test_update_or_create_updates_an_existing_row(
     assert (created, created_again) == (True, False)
     assert same is member
     assert stored.score == 2
+
+
+async def test_update_or_create_uses_create_defaults_only_for_a_new_row(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with scratch_sessions() as session:
+        member, created = await Member.update_or_create(
+            session, handle=handle, defaults={"score": 1}, create_defaults={"team": "new"}
+        )
+        await session.commit()
+        assert (created, member.score, member.team) == (True, 1, "new")
+
+        same, created_again = await Member.update_or_create(
+            session, handle=handle, defaults={"score": 2}, create_defaults={"team": "other"}
+        )
+        await session.commit()
+
+    async with scratch_sessions() as session:
+        stored = await Member.get_one(session, handle=handle)
+    assert (created_again, same is member) == (False, True)
+    assert (stored.score, stored.team) == (2, "new")
+
+
+async def test_create_defaults_win_over_defaults_on_a_new_row(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with scratch_sessions() as session:
+        member, created = await Member.get_or_create(
+            session, handle=handle, defaults={"score": 1, "team": "a"}, create_defaults={"score": 5}
+        )
+        again, created_again = await Member.get_or_create(
+            session, handle=handle, create_defaults={"score": 9}
+        )
+        await session.commit()
+
+    assert (created, created_again) == (True, False)
+    assert again is member
+    assert (member.score, member.team) == (5, "a")
 
 
 @pytest.mark.parametrize("helper", ["get_or_create", "update_or_create"])

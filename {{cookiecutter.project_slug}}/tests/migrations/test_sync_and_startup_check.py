@@ -13,6 +13,7 @@ from app.migrate import (
     alembic_config,
     check,
     current_revision,
+    downgrade,
     ensure_up_to_date,
     is_up_to_date,
     sync,
@@ -36,15 +37,16 @@ async def test_sync_creates_an_empty_database_then_upgrades(
     # What create_all() built is exactly what the migrations build.
     await check(engine, database=database)
 
-    assert await sync(engine, database=database) == "upgraded"
+    assert await sync(engine, database=database) == "up to date"
     assert await current_revision(engine) == _head(database)
 
 
 async def test_sync_upgrades_a_migrated_database(new_database: NewDatabase, database: str) -> None:
     engine = await new_database()
     await upgrade(engine, "base", database=database)
+    expected = "up to date" if _head(database) is None else "upgraded"
 
-    assert await sync(engine, database=database) == "upgraded"
+    assert await sync(engine, database=database) == expected
     assert await is_up_to_date(engine, database=database)
 
 
@@ -143,3 +145,38 @@ async def test_command_line(
     assert f"at {_head(database) or 'base'}" in out
     assert "error:" in err
     assert "feedfacecafe" in err
+
+
+async def test_the_command_line_says_which_of_the_three_outcomes_happened(
+    new_database: NewDatabase,
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    engine = await new_database()
+    setting = alembic_config(database).get_main_option("database_url_setting") or ""
+    monkeypatch.setenv(setting.upper(), engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("SECRET_KEY", "test-secret")
+    head = _head(database) or "base"
+    get_settings.cache_clear()
+    try:
+        said = []
+        for action in (["upgrade", "base"], ["sync"], ["sync"], ["upgrade"]):
+            assert await migrate_cli([*action, "--database", database]) == 0
+            said.append(capsys.readouterr().out.split(": ", 1)[1].strip())
+        await downgrade(engine, "base", database=database)
+        assert await migrate_cli(["sync", "--database", database]) == 0
+        said.append(capsys.readouterr().out.split(": ", 1)[1].strip())
+    finally:
+        get_settings.cache_clear()
+
+    if head == "base":  # a database without migrations has nothing to move
+        assert said == ["already up to date at base"] * 5
+        return
+    assert said == [
+        "already up to date at base",
+        f"upgraded from base to {head}",
+        f"already up to date at {head}",
+        f"already up to date at {head}",
+        f"upgraded from base to {head}",
+    ]
