@@ -3,13 +3,14 @@
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, AsyncSessionTransaction
 from sqlalchemy.pool import NullPool
 
 from app.db import create_engine, create_session_factory
@@ -18,10 +19,47 @@ from tests.scratch import Member
 CALLERS = 50
 
 
+class _InsertWhenEveryoneHasLooked:
+    """The helper's first savepoint (its INSERT) opens only once every caller has found
+    nothing, so the race does not depend on how the machine schedules the callers."""
+
+    def __init__(self, barrier: asyncio.Barrier, begin_nested: Callable[[], Any]) -> None:
+        self._barrier = barrier
+        self._begin_nested = begin_nested
+        self._savepoint: AsyncSessionTransaction | None = None
+
+    async def __aenter__(self) -> AsyncSessionTransaction:
+        await self._barrier.wait()
+        self._savepoint = self._begin_nested()
+        return await self._savepoint.__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        assert self._savepoint is not None
+        await self._savepoint.__aexit__(*exc_info)
+
+
+def _hold_the_first_insert(
+    session: AsyncSession, barrier: asyncio.Barrier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = session.begin_nested
+    calls = 0
+
+    def begin_nested() -> Any:
+        nonlocal calls
+        calls += 1
+        return _InsertWhenEveryoneHasLooked(barrier, real) if calls == 1 else real()
+
+    monkeypatch.setattr(session, "begin_nested", begin_nested)
+
+
 @pytest.mark.postgresql
 @pytest.mark.parametrize("helper", ["get_or_create", "update_or_create"])
 async def test_concurrent_callers_get_the_one_row(
-    scratch_engine: AsyncEngine, database_url: str, handle: str, helper: str
+    scratch_engine: AsyncEngine,
+    database_url: str,
+    handle: str,
+    helper: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # NullPool: every caller holds a connection (and a transaction) of its own.
     racing = create_engine(database_url, {"poolclass": NullPool})
@@ -35,12 +73,11 @@ async def test_concurrent_callers_get_the_one_row(
 
     event.listen(racing.sync_engine, "handle_error", count_conflicts)
     # Everyone has looked the key up and found nothing before anyone inserts it.
-    all_connected = asyncio.Barrier(CALLERS)
+    all_looked = asyncio.Barrier(CALLERS)
 
     async def caller(number: int) -> tuple[uuid.UUID, bool]:
         async with racing_sessions() as session:
-            await session.connection()
-            await all_connected.wait()
+            _hold_the_first_insert(session, all_looked, monkeypatch)
             helper_method: Any = getattr(Member, helper)
             member, created = await helper_method(
                 session, handle=handle, defaults={"score": number}
@@ -70,5 +107,5 @@ async def test_concurrent_callers_get_the_one_row(
     assert rows == 1
     assert created == 1
     assert len(ids) == 1
-    # The callers really raced: most of them hit the unique constraint.
-    assert conflicts > 0
+    # The callers really raced: all but the winner hit the unique constraint.
+    assert conflicts == CALLERS - 1
