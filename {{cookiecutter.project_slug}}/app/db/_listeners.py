@@ -7,7 +7,9 @@ are ordinary synchronous listeners on mappers and on the sync session class:
   `info={NORMALIZE: function}` is passed through its function (str -> str);
 - `before_update` on every `TimestampMixin` model: moves `updated_at` forward;
 - `do_orm_execute` on the sessions the layer makes: hides `SoftDeleteMixin` rows from
-  SELECTs unless the statement runs with `execution_options(**INCLUDE_DELETED)`.
+  SELECTs unless the statement runs with `execution_options(**INCLUDE_DELETED)`. Until a
+  `SoftDeleteMixin` model is mapped, statements are left as they are, so an app without
+  soft deletion pays nothing for the filter.
 
 The mapper listeners are registered when this module is imported, before any model is
 mapped; the session listener by `install_session_listeners()`, which
@@ -28,6 +30,9 @@ __all__ = ["NORMALIZE", "LayerSession", "install_session_listeners"]
 NORMALIZE = "normalize"
 
 (_INCLUDE_DELETED_OPTION,) = INCLUDE_DELETED
+
+# The SoftDeleteMixin models mapped so far; the filter has nothing to do while it is empty.
+_soft_delete_models: set[type] = set()
 
 
 class LayerSession(Session):
@@ -60,23 +65,27 @@ def _touch(mapper: Mapper[Any], connection: Connection, target: TimestampMixin) 
         target.updated_at = utc_now()
 
 
+def _remember_soft_delete_model(mapper: Mapper[Any], class_: type) -> None:
+    _soft_delete_models.add(class_)
+
+
 def _hide_soft_deleted(state: ORMExecuteState) -> None:
     if (
-        state.is_select
+        not _soft_delete_models
+        or not state.is_select
         # Column and relationship loads inherit the criteria from the statement that
         # loaded the parent, along with its include_deleted choice.
-        and not state.is_column_load
-        and not state.is_relationship_load
-        and not state.execution_options.get(_INCLUDE_DELETED_OPTION, False)
+        or state.is_column_load
+        or state.is_relationship_load
+        or state.execution_options.get(_INCLUDE_DELETED_OPTION, False)
     ):
-        state.statement = state.statement.options(
-            with_loader_criteria(
-                SoftDeleteMixin,
-                lambda cls: cls.deleted_at.is_(None),
-                include_aliases=True,
-            )
-        )
+        return
+    state.statement = state.statement.options(_NOT_DELETED)
 
+
+_NOT_DELETED = with_loader_criteria(
+    SoftDeleteMixin, lambda cls: cls.deleted_at.is_(None), include_aliases=True
+)
 
 # propagate=True reaches every subclass, including models declared later. The
 # normaliser must run first, so that a value that normalises back to what is stored is
@@ -85,4 +94,7 @@ def _hide_soft_deleted(state: ORMExecuteState) -> None:
 event.listen(Base, "before_insert", _normalize, propagate=True)
 event.listen(Base, "before_update", _normalize, propagate=True, insert=True)
 event.listen(TimestampMixin, "before_update", _touch, propagate=True)
+event.listen(
+    SoftDeleteMixin, "after_mapper_constructed", _remember_soft_delete_model, propagate=True
+)
 install_session_listeners(LayerSession)

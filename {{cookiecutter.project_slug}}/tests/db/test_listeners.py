@@ -1,6 +1,10 @@
 """The layer's listeners fire through its AsyncSessions: normalisers, updated_at, soft delete."""
 
+import subprocess
+import sys
+import textwrap
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -182,3 +186,54 @@ async def test_a_session_class_of_the_callers_gets_the_filter_and_others_do_not(
     # A session the layer did not make is left as SQLAlchemy makes it.
     async with AsyncSession(scratch_engine) as session:
         assert (await session.execute(query)).scalar_one().name == "gone"
+
+
+_WITHOUT_SOFT_DELETE = textwrap.dedent(
+    """
+    import asyncio
+
+    from sqlalchemy import event, select
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+    from app.db import create_engine, create_session_factory
+
+
+    class Base(DeclarativeBase):
+        pass
+
+
+    class Item(Base):
+        __tablename__ = "items"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+
+    async def main():
+        engine = create_engine("sqlite://")
+        sessions = create_session_factory(engine)
+        seen = []
+        listen = sessions.kw["sync_session_class"]
+        event.listen(listen, "do_orm_execute", lambda state: seen.append(state.statement))
+        async with engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+        async with sessions() as session:
+            statement = select(Item)
+            await session.execute(statement)
+        print(seen == [statement])
+        await engine.dispose()
+
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_an_app_without_soft_delete_models_runs_its_statements_unchanged() -> None:
+    # In its own process: this suite maps SoftDeleteMixin models, which turn the filter on.
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", _WITHOUT_SOFT_DELETE],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.stdout.strip() == "True", result.stderr
