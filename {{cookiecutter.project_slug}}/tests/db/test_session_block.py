@@ -2,7 +2,7 @@
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -88,7 +88,7 @@ async def test_generator_block_closed_from_another_task_ends_cleanly(
     middleware, proxy = pair
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
 
-    async def rows() -> AsyncIterator[int]:
+    async def rows() -> AsyncGenerator[int]:
         async with proxy():
             await proxy.session.execute(text("SELECT 1"))
             yield 1
