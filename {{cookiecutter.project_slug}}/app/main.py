@@ -5,9 +5,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import sqlalchemy.exc
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api.routes import routers
 {%- if cookiecutter.second_database == "yes" %}
@@ -19,8 +17,8 @@ from app.events import install_listeners, wait_for_after_commit_jobs
 {%- if cookiecutter.include_example_api == "yes" %}
 from app.jobs import running_jobs
 {%- endif %}
-from app.migrate import ensure_up_to_date
 from app.observability import RequestContextMiddleware, configure_logging, count_statements
+from app.readiness import Readiness
 from app.settings import Settings, get_settings
 
 __all__ = ["create_app"]
@@ -50,6 +48,7 @@ def create_app(
         name: create_engine(url, _engine_args(url, settings))
         for name, (_, url) in databases.items()
     }
+    readiness = Readiness(engines, deadline=settings.health_check_timeout)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,7 +56,11 @@ def create_app(
             for engine in engines.values():
                 cleanup.push_async_callback(engine.dispose)
             for name, engine in engines.items():
-                await _check_database(name, engine)
+                shown = engine.url.render_as_string(hide_password=True)
+                logger.info("database %s: %s", name, shown)
+            # A database that is down, behind or ahead is logged and left to /health/ready
+            # to report: the service starts anyway and is ready once the database is.
+            await readiness.check()
             install_listeners()
             cleanup.push_async_callback(wait_for_after_commit_jobs)
 {%- if cookiecutter.include_example_api == "yes" %}
@@ -74,6 +77,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.engines = engines
+    app.state.readiness = readiness
     for router in routers():
         app.include_router(router)
     install_error_handlers(app)
@@ -90,21 +94,6 @@ def create_app(
             count_statements(engines[name])
     app.add_middleware(RequestContextMiddleware, log_statements=settings.debug)
     return app
-
-
-async def _check_database(name: str, engine: AsyncEngine) -> None:
-    """Log where the database is, with the password masked, and check its migrations."""
-    shown = engine.url.render_as_string(hide_password=True)
-    logger.info("database %s: %s", name, shown)
-    try:
-        # Refuses a database that is behind or ahead of the code's migrations.
-        await ensure_up_to_date(engine, database=name)
-    except (OSError, sqlalchemy.exc.DBAPIError) as exc:
-        variable = "DATABASE_URL" if name == "main" else f"{name.upper()}_DATABASE_URL"
-        raise RuntimeError(
-            f"Cannot reach the {name} database at {shown} ({type(exc).__name__}); check "
-            f"{variable} and that the database server is running."
-        ) from exc
 
 
 def _engine_args(url: str, settings: Settings) -> dict[str, Any]:

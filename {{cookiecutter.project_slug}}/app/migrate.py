@@ -1,9 +1,9 @@
-"""Alembic, driven from code: upgrade, inspect, create-or-upgrade, and the startup check.
+"""Alembic, driven from code: upgrade, inspect, create-or-upgrade, and the revision checks.
 
 Each database is a section of alembic.ini: `[alembic]` holds the "main" database and
 any other section (`[audit]`) a database of that name. The functions take the
 database's AsyncEngine and run Alembic on one of its connections through `run_sync`,
-so they work inside a running event loop: in the lifespan, in tests, in the CLI:
+so they work inside a running event loop: in readiness checks, in tests, in the CLI:
 
     python -m app.migrate upgrade|downgrade|current|verify|check|sync [--database NAME]
 """
@@ -17,18 +17,19 @@ from importlib import import_module
 from pathlib import Path
 from typing import Literal, TypeVar
 
+import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import URL, Connection, MetaData, inspect
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from app.db import create_engine, to_async_url
 from app.models import import_models
-from app.settings import get_settings
+from app.settings import SettingsError, get_settings
 
 __all__ = [
     "ALEMBIC_INI",
@@ -44,6 +45,7 @@ __all__ = [
     "ensure_up_to_date",
     "is_up_to_date",
     "main",
+    "revision_problem",
     "sync",
     "target_metadata",
     "upgrade",
@@ -149,9 +151,9 @@ async def is_up_to_date(engine: AsyncEngine, *, database: str = MAIN) -> bool:
 async def ensure_up_to_date(engine: AsyncEngine, *, database: str = MAIN) -> None:
     """Refuse to go on unless the database is exactly at the code's head revision.
 
-    The lifespan calls it at startup. It never migrates: a database that is behind
-    is a forgotten `make migrate`, and one at an unknown revision was migrated by
-    other code, which an automatic upgrade or downgrade could destroy.
+    `python -m app.migrate verify` runs it. It never migrates: a database that is
+    behind is a forgotten `make migrate`, and one at an unknown revision was migrated
+    by other code, which an automatic upgrade or downgrade could destroy.
     """
     script = ScriptDirectory.from_config(alembic_config(database))
     heads = await _heads(engine)
@@ -165,6 +167,25 @@ async def ensure_up_to_date(engine: AsyncEngine, *, database: str = MAIN) -> Non
         f"The {where} is at {current}, but the code expects {', '.join(expected)}; "
         f"apply the migrations with `make migrate` (or `python -m app.migrate upgrade`)."
     )
+
+
+async def revision_problem(connection: AsyncConnection, *, database: str = MAIN) -> str | None:
+    """None when the database is at the code's head, else the mismatch in one short phrase.
+
+    /health/ready reports it: "behind: at base, code expects 0d5a7c1e3b9f; run make
+    migrate", or "ahead: at 0123456789ab, which this code does not know; ...".
+    """
+    script = ScriptDirectory.from_config(alembic_config(database))
+    heads = await connection.run_sync(_database_heads)
+    expected = script.get_heads()
+    if set(heads) == set(expected):
+        return None
+    current = ", ".join(heads) or "base"
+    if any(not _knows(script, revision) for revision in heads):
+        return (
+            f"ahead: at {current}, which this code does not know; run the release that migrated it"
+        )
+    return f"behind: at {current}, code expects {', '.join(expected)}; run make migrate"
 
 
 async def sync(engine: AsyncEngine, *, database: str = MAIN) -> SyncResult:
@@ -220,17 +241,23 @@ def _database_heads(connection: Connection) -> tuple[str, ...]:
     return MigrationContext.configure(connection).get_current_heads()
 
 
+def _knows(script: ScriptDirectory, revision: str) -> bool:
+    try:
+        script.get_revision(revision)
+    except CommandError:
+        return False
+    return True
+
+
 def _refuse_unknown(script: ScriptDirectory, heads: tuple[str, ...], where: str) -> None:
     for revision in heads:
-        try:
-            script.get_revision(revision)
-        except CommandError:
+        if not _knows(script, revision):
             raise MigrationStateError(
                 f"The {where} is at revision {revision}, which this code does not know: "
                 "it was migrated by a newer release or another branch. Run the release "
                 "that matches it, or downgrade it with that release's migrations; the "
                 "service will not touch it automatically."
-            ) from None
+            )
 
 
 def _describe(engine: AsyncEngine, database: str) -> str:
@@ -243,7 +270,7 @@ async def main(argv: list[str]) -> int:
     parser.add_argument(
         "action",
         choices=["upgrade", "downgrade", "current", "verify", "check", "sync"],
-        help="verify: fail unless at head, as the app does at startup; "
+        help="verify: fail unless at head, as /health/ready does; "
         "check: fail if the models and the migrations differ (alembic check)",
     )
     parser.add_argument(
@@ -261,9 +288,20 @@ async def main(argv: list[str]) -> int:
         chosen = [MAIN] if args.action == "downgrade" else databases()
     failed = False
     for database in chosen:
-        engine = create_engine(database_url(alembic_config(database)), {"poolclass": NullPool})
+        config = alembic_config(database)
+        try:
+            engine = create_engine(database_url(config), {"poolclass": NullPool})
+        except (SettingsError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed = True
+            continue
         label = _describe(engine, database)
         try:
+            unreachable = await _unreachable(engine, config, label)
+            if unreachable:
+                print(f"error: {unreachable}", file=sys.stderr)
+                failed = True
+                continue
             print(f"{label}: {await _run_action(engine, database, args.action, args.revision)}")
         except MigrationStateError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -274,6 +312,20 @@ async def main(argv: list[str]) -> int:
         finally:
             await engine.dispose()
     return 1 if failed else 0
+
+
+async def _unreachable(engine: AsyncEngine, config: Config, label: str) -> str | None:
+    """Why no connection to the database opens, with the fix; None when one does."""
+    try:
+        async with engine.connect():
+            return None
+    except (OSError, sqlalchemy.exc.DBAPIError) as exc:
+        # The class name only: driver messages can carry the host, user or password.
+        variable = (config.get_main_option("database_url_setting") or "database_url").upper()
+        return (
+            f"cannot connect to the {label} ({type(exc).__name__}); check {variable} and "
+            "that the database server is running."
+        )
 
 
 async def _run_action(engine: AsyncEngine, database: str, action: str, revision: str | None) -> str:

@@ -100,15 +100,17 @@ async def test_debug_mode_logs_how_many_statements_a_request_ran(
 async def test_the_database_url_is_logged_with_the_password_masked(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Nothing listens on port 1, so startup fails, naming the database and the fix.
+    # Nothing listens on port 1: the service starts anyway and logs why it is not ready.
     url = "postgresql://app:s3cret-password@127.0.0.1:1/app"
     app = create_app(settings.model_copy(update={"database_url": url}))
 
-    with pytest.raises(RuntimeError, match="Cannot reach the main database") as failure:
-        async with serve(app):
-            pass
+    caplog.set_level(logging.INFO, logger="app")
+    async with serve(app):
+        pass
 
     masked = "postgresql+asyncpg://app:***@127.0.0.1:1/app"
     assert f"database main: {masked}" in caplog.text
-    assert f"at {masked} (ConnectionRefusedError); check DATABASE_URL" in str(failure.value)
-    assert "s3cret-password" not in caplog.text + str(failure.value)
+    assert f"database main ({masked}) is not ready: unreachable (ConnectionRefusedError)" in (
+        caplog.text
+    )
+    assert "s3cret-password" not in caplog.text

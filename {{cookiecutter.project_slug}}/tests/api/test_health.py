@@ -1,15 +1,31 @@
-"""Liveness touches no database; readiness pings each one and names any that fails."""
+"""Liveness touches no database; readiness names each database that cannot serve, and why.
 
+The service starts whatever state its databases are in: one that is down, behind or
+ahead of the migrations makes /health/ready answer 503 until it is fixed, with no restart.
+"""
+
+import logging
+import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+from alembic.script import ScriptDirectory
 from fastapi import FastAPI
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
 
-from app.api.routes.health import _ping
 from app.db import create_engine
+from app.main import create_app
+from app.migrate import alembic_config, databases, upgrade
+from app.readiness import Readiness
+from app.settings import Settings
 from tests.conftest import serve
+
+SECRET_PASSWORD = "never-shown-s3cret"
 
 
 async def test_live_reports_ok(client: httpx.AsyncClient) -> None:
@@ -63,6 +79,141 @@ async def test_a_database_that_cannot_be_reached_is_reported_without_details(
     # A file in a folder that does not exist: SQLite cannot open it, as if the disk were gone.
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'app.db'}")
     try:
-        assert await _ping(engine, deadline=2) == "unreachable (OperationalError)"
+        states = await Readiness({"main": engine}, deadline=2).check()
     finally:
         await engine.dispose()
+
+    assert states == {"main": "unreachable (OperationalError)"}
+
+
+async def test_the_service_starts_with_its_database_down_and_is_live_but_not_ready(
+    make_live_app: Callable[..., FastAPI],
+    database_urls: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    down = unreachable_url(database_urls["main"])
+    app = make_live_app(database_url=down)
+
+    with caplog.at_level(logging.INFO, logger="app"):
+        async with serve(app) as client:
+            live = await client.get("/health/live")
+            ready = await client.get("/health/ready")
+            again = await client.get("/health/ready")
+
+    assert live.status_code == 200
+    assert ready.status_code == again.status_code == 503
+    assert ready.json()["status"] == "unavailable"
+    assert ready.json()["databases"]["main"].startswith("unreachable (")
+    # One line when the database is found down, none per probe, and no traceback.
+    not_ready = [record for record in caplog.records if "is not ready" in record.getMessage()]
+    assert len(not_ready) == 1
+    assert not_ready[0].levelno == logging.WARNING
+    assert not_ready[0].exc_info is None
+    assert "unreachable (" in not_ready[0].getMessage()
+    assert "/health/ready answers 503" in not_ready[0].getMessage()
+
+
+async def test_a_database_behind_its_migrations_is_ready_once_migrated_without_a_restart(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Every database on a new, empty SQLite file, as after a deploy that forgot `make migrate`.
+    urls = {name: f"sqlite+aiosqlite:///{tmp_path / f'{name}.db'}" for name in databases()}
+    overrides: dict[str, Any] = {_url_setting(name): url for name, url in urls.items()}
+    app = create_app(settings.model_copy(update=overrides))
+    heads = {name: _heads(name) for name in urls}
+
+    async with serve(app) as client:
+        before = await client.get("/health/ready")
+        for name, url in urls.items():
+            engine = create_engine(url, {"poolclass": NullPool})
+            try:
+                await upgrade(engine, database=name)
+            finally:
+                await engine.dispose()
+        after = await client.get("/health/ready")
+
+    expected = {
+        name: f"behind: at base, code expects {head}; run make migrate" if head else "ok"
+        for name, head in heads.items()
+    }
+    assert before.json()["databases"] == expected
+    # A database without any migration (no example API) is at its head when empty.
+    assert before.status_code == (503 if any(heads.values()) else 200)
+    assert after.status_code == 200
+    assert after.json() == {"status": "ok", "databases": dict.fromkeys(urls, "ok")}
+
+
+async def test_a_database_ahead_of_the_code_is_not_ready_and_says_so(
+    make_live_app: Callable[..., FastAPI], database_urls: dict[str, str]
+) -> None:
+    app = make_live_app()
+    engine = create_engine(database_urls["main"], {"poolclass": NullPool})
+    original = await _set_revisions(engine, ["feedfacecafe"])
+    try:
+        async with serve(app) as client:
+            ahead = await client.get("/health/ready")
+            await _set_revisions(engine, original)
+            fixed = await client.get("/health/ready")
+    finally:
+        await _set_revisions(engine, original)
+        await engine.dispose()
+
+    assert ahead.status_code == 503
+    assert ahead.json()["databases"]["main"] == (
+        "ahead: at feedfacecafe, which this code does not know; run the release that migrated it"
+    )
+    assert fixed.status_code == 200
+
+
+async def test_a_database_at_head_is_not_rechecked_until_the_verdict_expires(
+    database_urls: dict[str, str],
+) -> None:
+    engine = create_engine(database_urls["main"], {"poolclass": NullPool})
+    cached = Readiness({"main": engine}, deadline=2, recheck_after=3600)
+    uncached = Readiness({"main": engine}, deadline=2, recheck_after=0)
+    try:
+        assert await cached.check() == await uncached.check() == {"main": "ok"}
+        original = await _set_revisions(engine, ["feedfacecafe"])
+        try:
+            assert await cached.check() == {"main": "ok"}
+            assert (await uncached.check())["main"].startswith("ahead: at feedfacecafe")
+        finally:
+            await _set_revisions(engine, original)
+    finally:
+        await engine.dispose()
+
+
+def _url_setting(database: str) -> str:
+    return alembic_config(database).get_main_option("database_url_setting") or "database_url"
+
+
+def _heads(database: str) -> str:
+    return ", ".join(ScriptDirectory.from_config(alembic_config(database)).get_heads())
+
+
+def unreachable_url(url: str) -> str:
+    """`url` moved where nothing answers: a closed loopback port, or a missing folder.
+
+    A server URL gets a password, so that tests can check it is never shown.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"sqlite+aiosqlite:///{Path(parsed.database or '.').parent / 'missing' / 'x.db'}"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Nothing listens on the port once the probe socket is closed.
+    moved = parsed.set(host="127.0.0.1", port=port, password=SECRET_PASSWORD)
+    return moved.render_as_string(hide_password=False)
+
+
+async def _set_revisions(engine: AsyncEngine, revisions: list[str]) -> list[str]:
+    """Replace the revisions in alembic_version; returns the ones it held."""
+    async with engine.begin() as connection:
+        held = list(await connection.scalars(text("SELECT version_num FROM alembic_version")))
+        await connection.execute(text("DELETE FROM alembic_version"))
+        for revision in revisions:
+            await connection.execute(
+                text("INSERT INTO alembic_version (version_num) VALUES (:r)"), {"r": revision}
+            )
+    return held

@@ -1,4 +1,4 @@
-"""sync() builds or upgrades; the startup check refuses a database the code cannot run on."""
+"""sync() builds or upgrades; `verify` refuses a database the code cannot run on; the CLI."""
 
 import shutil
 from pathlib import Path
@@ -22,6 +22,7 @@ from app.migrate import (
 )
 from app.migrate import main as migrate_cli
 from app.settings import get_settings
+from tests.api.test_health import SECRET_PASSWORD, unreachable_url
 from tests.migrations.conftest import NewDatabase
 from tests.migrations.test_migrations import _head, _tables
 
@@ -61,14 +62,14 @@ async def test_sync_refuses_tables_it_did_not_make(
         await sync(engine, database=database)
 
 
-async def test_startup_check_passes_at_head(new_database: NewDatabase, database: str) -> None:
+async def test_verify_passes_at_head(new_database: NewDatabase, database: str) -> None:
     engine = await new_database()
     await upgrade(engine, database=database)
 
     await ensure_up_to_date(engine, database=database)
 
 
-async def test_startup_check_refuses_an_unmigrated_database(
+async def test_verify_refuses_an_unmigrated_database(
     new_database: NewDatabase, database: str
 ) -> None:
     engine = await new_database()
@@ -80,9 +81,7 @@ async def test_startup_check_refuses_an_unmigrated_database(
         await ensure_up_to_date(engine, database=database)
 
 
-async def test_startup_check_refuses_an_unknown_revision(
-    new_database: NewDatabase, database: str
-) -> None:
+async def test_verify_refuses_an_unknown_revision(new_database: NewDatabase, database: str) -> None:
     engine = await new_database()
     await upgrade(engine, database=database)
     async with engine.begin() as connection:
@@ -93,7 +92,7 @@ async def test_startup_check_refuses_an_unknown_revision(
         await ensure_up_to_date(engine, database=database)
 
 
-async def test_startup_check_refuses_a_database_ahead_of_the_code(
+async def test_verify_refuses_a_database_ahead_of_the_code(
     new_database: NewDatabase, database: str, tmp_path: Path
 ) -> None:
     """A newer release added a migration and ran it; this release must not start."""
@@ -180,3 +179,30 @@ async def test_the_command_line_says_which_of_the_three_outcomes_happened(
         f"already up to date at {head}",
         f"upgraded from base to {head}",
     ]
+
+
+@pytest.mark.parametrize("action", ["upgrade", "current", "sync"])
+async def test_the_command_line_names_an_unreachable_database_in_one_line(
+    database: str,
+    database_url: str,
+    action: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    setting = alembic_config(database).get_main_option("database_url_setting") or ""
+    monkeypatch.setenv(setting.upper(), unreachable_url(database_url))
+    monkeypatch.setenv("SECRET_KEY", "test-secret")
+    get_settings.cache_clear()
+    try:
+        assert await migrate_cli([action, "--database", database]) == 1
+    finally:
+        get_settings.cache_clear()
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"error: cannot connect to the {database} database (")
+    assert err.rstrip().endswith(
+        f"; check {setting.upper()} and that the database server is running."
+    )
+    assert SECRET_PASSWORD not in err
