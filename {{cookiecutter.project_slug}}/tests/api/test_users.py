@@ -4,10 +4,10 @@ import uuid
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.routes.users import WELCOME_TITLE
+from app.api.routes.users import WELCOME_BODY, WELCOME_TITLE
 from app.db import INCLUDE_DELETED, db
 from app.models.note import Note
 from app.models.user import User
@@ -31,16 +31,32 @@ async def test_create_returns_the_user_and_stores_it_normalised(
     assert stored.full_name == "Ada L."
 
 
-async def test_create_writes_a_welcome_note_in_the_background(
+async def test_create_writes_the_welcome_note_in_the_same_transaction(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     response = await client.post("/users", json={"email": "bo@example.com", "username": "bo"})
 
-    # The client returns once the app is done, background task included.
+    assert response.status_code == 201
     notes = await session.scalars(
         select(Note).where(Note.user_id == uuid.UUID(response.json()["id"]))
     )
-    assert [note.title for note in notes] == [WELCOME_TITLE]
+    assert [(note.title, note.body) for note in notes] == [(WELCOME_TITLE, WELCOME_BODY)]
+
+
+async def test_a_welcome_note_that_cannot_be_written_leaves_no_user_and_no_201(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    def fail(*_: object) -> None:
+        raise RuntimeError("the disk is full")
+
+    event.listen(Note, "before_insert", fail)
+    try:
+        response = await client.post("/users", json={"email": "lo@example.com", "username": "lo"})
+    finally:
+        event.remove(Note, "before_insert", fail)
+
+    assert response.status_code == 500
+    assert (await session.scalars(select(User).where(User.username == "lo"))).all() == []
 
 
 async def test_create_with_a_taken_email_is_a_conflict(
@@ -189,3 +205,4 @@ async def test_delete_of_a_missing_user_is_404(client: httpx.AsyncClient) -> Non
     response = await client.delete(f"/users/{uuid.uuid4()}")
 
     assert response.status_code == 404
+

@@ -8,7 +8,7 @@ route here commits by hand.
 
 import uuid
 
-from fastapi import APIRouter, BackgroundTasks, Response
+from fastapi import APIRouter, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -25,16 +25,19 @@ __all__ = ["router"]
 router = APIRouter(prefix="/users", tags=["users"])
 
 WELCOME_TITLE = "Welcome!"
+WELCOME_BODY = "Glad to have you here."
 
 
 @router.post("", status_code=201)
-async def create_user(body: UserCreate, background: BackgroundTasks) -> UserRead:
-    """Create a user; 409 when the e-mail address or username is taken."""
+async def create_user(body: UserCreate) -> UserRead:
+    """Create a user with a welcome note; 409 when the e-mail address or username is taken."""
     user = User(**body.model_dump())
+    # The note is written in the request's transaction, so it commits with the user or
+    # not at all, before the 201 goes out. A background task after the response could
+    # fail with nobody to tell: the client would have its 201 and the note would be lost.
+    user.notes.append(Note(title=WELCOME_TITLE, body=WELCOME_BODY))
     db.session.add(user)
     await _flush_or_conflict()
-    # Runs after the response is sent, when this request's session is already closed.
-    background.add_task(write_welcome_note, user.id)
     return UserRead.model_validate(user)
 
 
@@ -67,12 +70,6 @@ async def delete_user(user_id: uuid.UUID) -> Response:
     user = await _get_user(user_id)
     user.soft_delete()
     return Response(status_code=204)
-
-
-async def write_welcome_note(user_id: uuid.UUID) -> None:
-    """A background task: it opens a unit of work of its own, committed when it ends."""
-    async with db(commit_on_exit=True):
-        db.session.add(Note(user_id=user_id, title=WELCOME_TITLE, body="Glad to have you here."))
 
 
 async def _get_user(user_id: uuid.UUID) -> User:
