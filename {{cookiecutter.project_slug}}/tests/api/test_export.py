@@ -1,21 +1,25 @@
-"""The streaming export: every live note, as NDJSON or CSV, and no leak on disconnect."""
+"""The streaming export: every live note, as NDJSON or CSV, and no connection held meanwhile."""
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, event, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
 from app.api.routes.export import BATCH_SIZE
+from app.errors import RETRY_AFTER_SECONDS
 from app.models.note import Note
 from app.models.user import User
 from tests.asgi import http_scope
@@ -56,6 +60,20 @@ async def test_csv_has_a_header_and_quotes_what_needs_it(
     assert rows[1][:4] == [str(note.id), str(note.user_id), "a, b", "x"]
 
 
+async def test_the_notes_of_a_deleted_user_are_left_out(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    kept = await make_note(session, await make_user(session))
+    gone = await make_user(session)
+    await make_note(session, gone)
+    gone.soft_delete()
+    await session.commit()
+
+    response = await client.get("/export/notes")
+
+    assert [json.loads(line)["id"] for line in response.text.splitlines()] == [kept.id]
+
+
 async def test_an_unknown_format_is_422(client: httpx.AsyncClient) -> None:
     response = await client.get("/export/notes", params={"format": "xml"})
 
@@ -65,8 +83,8 @@ async def test_an_unknown_format_is_422(client: httpx.AsyncClient) -> None:
 
 @pytest.fixture
 async def committed_notes(engines: dict[str, AsyncEngine]) -> AsyncIterator[int]:
-    """More notes than fit in one batch, committed for real, and removed afterwards."""
-    count = BATCH_SIZE * 3
+    """Two full batches and one more note, committed for real, and removed afterwards."""
+    count = BATCH_SIZE * 2 + 1
     user_id = uuid.uuid4()
     async with engines["main"].begin() as connection:
         await connection.execute(
@@ -90,6 +108,96 @@ async def test_a_live_app_streams_every_committed_note(
     assert len(lines) == committed_notes
 
 
+def _request_then(gone: asyncio.Event) -> Callable[[], Awaitable[Message]]:
+    """An ASGI `receive`: the request without a body, then a disconnect once `gone` is set."""
+    requested = False
+
+    async def receive() -> Message:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+@pytest.mark.parametrize("export_format", ["ndjson", "csv"])
+async def test_a_slow_reader_gets_every_note_in_order_and_no_connection_waits_on_it(
+    make_live_app: Callable[..., FastAPI], committed_notes: int, export_format: str
+) -> None:
+    app = make_live_app()
+    engine: AsyncEngine = app.state.engines["main"]
+    chunks: list[bytes] = []
+    checked_out_while_sending: list[int] = []
+    completed = asyncio.Event()
+
+    async def send(message: Message) -> None:
+        if message["type"] != "http.response.body":
+            return
+        checked_out_while_sending.append(queue_pool(engine).checkedout())
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            completed.set()
+        await asyncio.sleep(0.05)  # a client that reads slowly
+
+    scope = {**http_scope("/export/notes"), "query_string": f"format={export_format}".encode()}
+    async with serve(app):
+        await app(scope, _request_then(completed), send)
+
+        assert queue_pool(engine).checkedout() == 0
+    assert completed.is_set()
+    assert set(checked_out_while_sending) == {0}
+    text = b"".join(chunks).decode()
+    if export_format == "csv":
+        header, *rows = list(csv.reader(io.StringIO(text)))
+        assert header[0] == "id"
+        ids = [int(row[0]) for row in rows]
+    else:
+        ids = [json.loads(line)["id"] for line in text.splitlines()]
+    assert len(ids) == committed_notes
+    assert ids == sorted(set(ids))  # complete and in order across the batch boundaries
+    assert max(chunk.count(b"\n") for chunk in chunks) <= BATCH_SIZE  # one batch in memory
+
+
+async def test_a_stalled_reader_holds_no_connection_and_its_stream_ends(
+    make_live_app: Callable[..., FastAPI], committed_notes: int
+) -> None:
+    send_timeout = 0.2
+    app = make_live_app(export_send_timeout=send_timeout)
+    engine: AsyncEngine = app.state.engines["main"]
+    bodies: list[Message] = []
+    stalled = asyncio.Event()
+
+    async def send(message: Message) -> None:
+        if message["type"] != "http.response.body":
+            return
+        bodies.append(message)
+        if len(bodies) == 2:
+            # The client took the first chunk and stopped reading: a server's send()
+            # now blocks until the client's socket has room again, which is never.
+            stalled.set()
+            await asyncio.Event().wait()
+
+    async with serve(app):
+        export = asyncio.create_task(
+            app(http_scope("/export/notes"), _request_then(asyncio.Event()), send)
+        )
+        await stalled.wait()
+        since = time.monotonic()
+        assert queue_pool(engine).checkedout() == 0
+        async with asyncio.timeout(send_timeout + 5):
+            await export
+        held_for = time.monotonic() - since
+
+        assert queue_pool(engine).checkedout() == 0
+    assert held_for < send_timeout + 1
+    # No final message: the server closes the connection, so the client sees the body
+    # cut short instead of an export that looks complete.
+    assert all(message.get("more_body") for message in bodies)
+
+
 @pytest.mark.parametrize("how", ["disconnect message", "send fails"])
 async def test_a_client_disconnect_mid_export_returns_the_connection(
     make_live_app: Callable[..., FastAPI], committed_notes: int, how: str
@@ -97,32 +205,59 @@ async def test_a_client_disconnect_mid_export_returns_the_connection(
     app = make_live_app()
     engine: AsyncEngine = app.state.engines["main"]
     async with serve(app):
-        requested, gone = asyncio.Event(), asyncio.Event()
+        gone = asyncio.Event()
         chunks: list[bytes] = []
-
-        async def receive() -> Message:
-            if not requested.is_set():
-                requested.set()
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await gone.wait()
-            return {"type": "http.disconnect"}
 
         async def send(message: Message) -> None:
             if message["type"] == "http.response.body" and message.get("body"):
                 chunks.append(message["body"])
-                assert queue_pool(engine).checkedout() == 1  # the export's own session
+                assert queue_pool(engine).checkedout() == 0  # none while the client reads
                 if how == "send fails":
                     raise OSError("the client closed the connection")
                 gone.set()
                 await asyncio.sleep(0)  # let the response notice the disconnect
 
-        # ASGI 2.4 servers report a disconnect by failing send(), and Starlette raises
-        # ClientDisconnect for the server; older servers send a message instead.
-        if how == "send fails":
-            with pytest.raises(ClientDisconnect):
-                await app(http_scope("/export/notes", spec_version="2.4"), receive, send)
-        else:
-            await app(http_scope("/export/notes"), receive, send)
+        # ASGI 2.4 servers report a disconnect by failing send(); older servers send a
+        # message instead. Whether ClientDisconnect reaches the server is app.errors'
+        # business; here, the export must stop and give its connection back.
+        scope = http_scope("/export/notes", spec_version="2.4" if how == "send fails" else "2.3")
+        with contextlib.suppress(ClientDisconnect):
+            await app(scope, _request_then(gone), send)
 
         assert 1 <= len(chunks) < committed_notes // BATCH_SIZE
         assert queue_pool(engine).checkedout() == 0
+
+
+async def test_a_full_pool_is_a_503_before_the_response_starts(
+    make_live_app: Callable[..., FastAPI],
+) -> None:
+    app = make_live_app(database_pool_size=1, database_max_overflow=0, database_pool_timeout=0.1)
+    engine: AsyncEngine = app.state.engines["main"]
+    async with serve(app) as client, engine.connect():  # holds the only connection
+        response = await client.get("/export/notes")
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+    assert response.json()["error"]["code"] == "database_busy"
+
+
+async def test_a_database_that_is_down_is_a_503_before_the_response_starts(
+    make_live_app: Callable[..., FastAPI],
+) -> None:
+    app = make_live_app()
+    engine: AsyncEngine = app.state.engines["main"]
+
+    def refuse(*_: Any) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    async with serve(app) as client:
+        await engine.dispose()  # no pooled connection left: the export must connect
+        event.listen(engine.sync_engine, "do_connect", refuse)
+        try:
+            response = await client.get("/export/notes")
+        finally:
+            event.remove(engine.sync_engine, "do_connect", refuse)
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+    assert response.json()["error"]["code"] == "service_unavailable"

@@ -1,39 +1,50 @@
-"""Streaming export: every note as NDJSON or CSV, in constant memory.
+"""Streaming export: every live note as NDJSON or CSV, holding no connection while it waits.
 
-The request's session is closed before a streaming body starts, so the generator
-opens a session of its own with `async with db():` and keeps it for every chunk.
-`session.stream()` reads the rows through a server-side cursor in batches of
-`BATCH_SIZE`, so memory stays flat however many rows there are.
+The notes are read by keyset, `BATCH_SIZE` at a time (`WHERE id > last id ORDER BY id`),
+each batch in a unit of work of its own (`async with db():`). A connection is checked out
+only while one batch's query runs; while the client reads, however slowly, the export
+holds no connection and no transaction, and memory holds one batch. The first batch is
+read in the request, before the response starts, so a full pool or a database that is
+down becomes a 503 with Retry-After instead of a 200 with an empty body. The export ends
+at the newest note that existed when it started, so it finishes even while notes are
+being written. It is not a snapshot: a note changed during the export shows the state it
+had when its batch was read.
 
-Starlette's own StreamingResponse reacts to a disconnect by cancelling the task that
-runs the generator, possibly in the middle of a fetch, which some drivers (aiomysql)
-answer by breaking the connection; and it never closes the generator, which stays
-suspended inside `async with db()`, holding its connection, until the garbage
-collector finds it. `ClosingStreamingResponse` instead stops at the next batch once
-the client is gone and closes the generator itself, so the session ends normally
-and the connection goes straight back to the pool.
+`ClosingStreamingResponse` bounds what a client can hold of the server. Starlette's own
+StreamingResponse reacts to a disconnect by cancelling the task that runs the generator,
+possibly in the middle of a query, which some drivers (aiomysql) answer by breaking the
+connection; and it never closes the generator. This one checks between chunks whether the
+client has gone, closes the generator itself, and ends the stream when a client takes no
+data for `send_timeout` seconds (`EXPORT_SEND_TIMEOUT`), so a stalled reader cannot keep a
+request running until the server shuts down.
 """
 
 import asyncio
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Query
+import sqlalchemy.exc
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from app.db import db
+from app.api.deps import SettingsDep
+from app.db import CapacityError, db
+from app.errors import RETRY_AFTER_SECONDS
 from app.models.note import Note
 
 __all__ = ["BATCH_SIZE", "ClosingStreamingResponse", "router"]
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/export", tags=["export"])
 
@@ -41,9 +52,27 @@ BATCH_SIZE = 1000
 COLUMNS = (Note.id, Note.user_id, Note.title, Note.body, Note.created_at, Note.updated_at)
 FIELDS = [column.key for column in COLUMNS]
 
+# How a database that cannot be reached shows itself when a connection is opened: the
+# drivers raise OSError (asyncpg), or an error SQLAlchemy wraps (aiomysql, aiosqlite).
+_UNREACHABLE = (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+
+# Rows in the order of COLUMNS, the id first.
+Batch = Sequence[Sequence[Any]]
+
 
 class ClosingStreamingResponse(StreamingResponse):
-    """Streams until the body ends or the client leaves, then closes the body generator."""
+    """Streams until the body ends, the client leaves or stops reading; then closes the body."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[str],
+        *,
+        send_timeout: float,
+        media_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self.send_timeout = send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Done once the client has gone; checked between chunks, never cancelling one.
@@ -70,8 +99,25 @@ class ClosingStreamingResponse(StreamingResponse):
             if client_gone.done():
                 return
             body = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            message = {"type": "http.response.body", "body": body, "more_body": True}
+            if not await self._send_in_time(send, message):
+                return
+        await self._send_in_time(send, {"type": "http.response.body", "more_body": False})
+
+    async def _send_in_time(self, send: Send, message: Message) -> bool:
+        """Send `message`, or give up after `send_timeout`; False when the client stalled."""
+        # A server's send() blocks while the client's socket is full. Giving up without
+        # the final message makes the server close the connection, so the client sees
+        # the body cut short rather than a complete-looking export with rows missing.
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await send(message)
+        except TimeoutError:
+            logger.warning(
+                "export stopped: the client took no data for %s seconds", self.send_timeout
+            )
+            return False
+        return True
 
 
 class ExportFormat(StrEnum):
@@ -79,43 +125,82 @@ class ExportFormat(StrEnum):
     csv = "csv"
 
 
-@router.get("/notes", response_class=ClosingStreamingResponse)
+# The status is given because FastAPI reads it from the response class's __init__
+# default otherwise, and ClosingStreamingResponse takes none.
+@router.get("/notes", response_class=ClosingStreamingResponse, status_code=200)
 async def export_notes(
+    settings: SettingsDep,
     export_format: Annotated[ExportFormat, Query(alias="format")] = ExportFormat.ndjson,
 ) -> ClosingStreamingResponse:
-    """Every note that is not deleted, oldest first: `?format=ndjson` (default) or `csv`."""
+    """Every note that is not deleted, oldest first: `?format=ndjson` (default) or `csv`.
+
+    Answers 503 with Retry-After when no database connection is to be had.
+    """
+    encode: Callable[[Batch], str]
     if export_format is ExportFormat.csv:
-        body = _export(_csv_lines, first=_csv_lines([FIELDS]))
-        media_type = "text/csv"
+        encode, header, media_type = _csv_lines, _csv_lines([FIELDS]), "text/csv"
     else:
-        body = _export(_ndjson_lines)
-        media_type = "application/x-ndjson"
+        encode, header, media_type = _ndjson_lines, "", "application/x-ndjson"
+    try:
+        last_id, first = await _first_batch()
+    except CapacityError:
+        raise  # the pool stayed full: app.errors answers 503 with Retry-After
+    except _UNREACHABLE as exc:
+        logger.warning("no database for the export: %s", exc)
+        raise HTTPException(
+            503,
+            "The database is unavailable; retry after the number of seconds in Retry-After.",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from exc
     return ClosingStreamingResponse(
-        body,
+        _export(first, last_id, encode, header=header),
+        send_timeout=settings.export_send_timeout,
         media_type=media_type,
         headers={"Content-Disposition": f'attachment; filename="notes.{export_format}"'},
     )
 
 
-async def _export(
-    encode: Callable[[Sequence[Sequence[Any]]], str], *, first: str = ""
-) -> AsyncIterator[str]:
-    if first:
-        yield first
+async def _first_batch() -> tuple[int, Batch]:
+    """The newest note's id, which ends the export, and the first batch up to it."""
     async with db():
-        result = await db.session.stream(
-            select(*COLUMNS).order_by(Note.id).execution_options(yield_per=BATCH_SIZE)
-        )
-        try:
-            async for rows in result.partitions():
-                yield encode(rows)
-        finally:
-            # Ends the server-side cursor before the session rolls back; MySQL drivers
-            # warn about a rollback over a half-read result.
-            await result.close()
+        last_id = await db.session.scalar(select(func.max(Note.id)))
+        if last_id is None:
+            return 0, []
+        return last_id, await _read_batch(after=None, up_to=last_id)
 
 
-def _ndjson_lines(rows: Sequence[Sequence[Any]]) -> str:
+async def _next_batch(after: int, up_to: int) -> Batch:
+    # A unit of work of its own: the connection goes back to the pool before the
+    # rows are sent, so a slow client costs no connection and no transaction.
+    async with db():
+        return await _read_batch(after=after, up_to=up_to)
+
+
+async def _read_batch(*, after: int | None, up_to: int) -> Batch:
+    """The next `BATCH_SIZE` live notes after the id `after`, in the current unit of work."""
+    # Joining the author lets the layer's soft-delete filter hide the notes of deleted
+    # users as well as deleted notes.
+    query = select(*COLUMNS).join(Note.author).where(Note.id <= up_to)
+    if after is not None:
+        query = query.where(Note.id > after)
+    return (await db.session.execute(query.order_by(Note.id).limit(BATCH_SIZE))).all()
+
+
+async def _export(
+    first: Batch, last_id: int, encode: Callable[[Batch], str], *, header: str
+) -> AsyncIterator[str]:
+    if header:
+        yield header
+    rows = first
+    while rows:
+        yield encode(rows)
+        # A short batch is the last one; a full one may be followed by more.
+        if len(rows) < BATCH_SIZE:
+            return
+        rows = await _next_batch(after=rows[-1][0], up_to=last_id)
+
+
+def _ndjson_lines(rows: Batch) -> str:
     return "".join(
         json.dumps(dict(zip(FIELDS, row, strict=True)), default=_json_value) + "\n" for row in rows
     )
@@ -126,7 +211,7 @@ def _json_value(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def _csv_lines(rows: Sequence[Sequence[Any]]) -> str:
+def _csv_lines(rows: Batch) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
