@@ -45,6 +45,7 @@ OPTIONAL_PATHS: dict[str, list[str]] = {
         "app/schemas/stats.py",
         "app/schemas/users.py",
         "migrations/versions/2026_11_21_0d5a7c1e3b9f_create_users_and_notes.py",
+        "migrations/versions/2026_12_01_4e8b2c6a9d17_unique_among_live_users.py",
         "tests/api/test_audit.py",
         "tests/api/test_export.py",
         "tests/api/test_notes.py",

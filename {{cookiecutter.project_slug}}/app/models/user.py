@@ -1,9 +1,9 @@
-"""The example API's users: unique, normalised e-mail and username; soft-deleted."""
+"""The example API's users: normalised e-mail and username, unique among live users."""
 
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String
+from sqlalchemy import Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import NORMALIZE, Base, SoftDeleteMixin, TimestampMixin
@@ -19,13 +19,25 @@ def canonical(value: str) -> str:
     return value.strip().lower()
 
 
+# Deleted rows are left out of the unique indexes, so a deleted user's e-mail and
+# username can be registered again. MySQL and MariaDB have no partial indexes: there
+# they are plain unique indexes, and the deleted row keeps its values (a 409).
+_LIVE = text("deleted_at IS NULL")
+
+
 class User(TimestampMixin, SoftDeleteMixin, Base):
     __tablename__ = "users"
+    __table_args__ = (
+        Index("ix_users_email", "email", unique=True, postgresql_where=_LIVE, sqlite_where=_LIVE),
+        Index(
+            "ix_users_username", "username", unique=True, postgresql_where=_LIVE, sqlite_where=_LIVE
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     # 320 characters is the longest address RFC 5321 allows.
-    email: Mapped[str] = mapped_column(String(320), unique=True, info={NORMALIZE: canonical})
-    username: Mapped[str] = mapped_column(String(64), unique=True, info={NORMALIZE: canonical})
+    email: Mapped[str] = mapped_column(String(320), info={NORMALIZE: canonical})
+    username: Mapped[str] = mapped_column(String(64), info={NORMALIZE: canonical})
     full_name: Mapped[str] = mapped_column(String(200), default="")
     preferences: Mapped[dict[str, Any]] = mapped_column(default=dict)
 

@@ -62,6 +62,26 @@ async def test_list_filters_by_user_and_pages_with_the_total(
     assert (await client.get("/notes")).json()["total"] == 4
 
 
+async def test_a_deleted_users_notes_leave_the_lists_and_cannot_be_read(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    stays = await make_user(session)
+    kept = await make_note(session, stays)
+    gone = await make_user(session)
+    hidden = await make_note(session, gone)
+
+    deleted = await client.delete(f"/users/{gone.id}")
+    listed = (await client.get("/notes")).json()
+    filtered = (await client.get("/notes", params={"user_id": str(gone.id)})).json()
+
+    assert deleted.status_code == 204
+    assert (listed["total"], [note["id"] for note in listed["items"]]) == (1, [kept.id])
+    assert (filtered["total"], filtered["items"]) == (0, [])
+    assert (await client.get(f"/notes/{hidden.id}")).status_code == 404
+    assert (await client.patch(f"/notes/{hidden.id}", json={"title": "x"})).status_code == 404
+    assert (await client.delete(f"/notes/{hidden.id}")).status_code == 404
+
+
 async def test_read_and_404(client: httpx.AsyncClient, session: AsyncSession) -> None:
     note = await make_note(session, await make_user(session), title="Mine")
 

@@ -38,6 +38,22 @@ async def test_counts_users_and_live_recent_and_deleted_notes(
     assert response.json() == {"users": 2, "notes": 2, "deleted_notes": 1, "notes_last_24h": 2}
 
 
+async def test_a_deleted_users_notes_leave_every_count(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    stays = await make_user(session)
+    await make_note(session, stays)
+    gone = await make_user(session)
+    await make_note(session, gone)
+    await make_note(session, gone, deleted_days_ago=2)
+
+    deleted = await client.delete(f"/users/{gone.id}")
+    response = await client.get("/stats")
+
+    assert deleted.status_code == 204
+    assert response.json() == {"users": 1, "notes": 1, "deleted_notes": 0, "notes_last_24h": 1}
+
+
 async def test_counts_run_concurrently_within_the_connection_limit(
     make_live_app: Callable[..., FastAPI],
 ) -> None:

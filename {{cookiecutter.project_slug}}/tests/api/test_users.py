@@ -206,3 +206,40 @@ async def test_delete_of_a_missing_user_is_404(client: httpx.AsyncClient) -> Non
 
     assert response.status_code == 404
 
+
+async def test_a_deleted_users_email_and_username_can_be_registered_again(
+    client: httpx.AsyncClient, session: AsyncSession, backend: str
+) -> None:
+    first = await client.post("/users", json={"email": "re@example.com", "username": "re"})
+    await client.delete(f"/users/{first.json()['id']}")
+
+    again = await client.post("/users", json={"email": "RE@example.com", "username": "Re"})
+
+    if backend == "mysql":
+        # MySQL and MariaDB have no partial unique index: the deleted row keeps its
+        # values, and registering them again is refused (docs/models-and-migrations.md).
+        assert again.status_code == 409
+        assert again.json()["error"]["code"] == "conflict"
+        return
+    assert again.status_code == 201
+    assert again.json()["id"] != first.json()["id"]
+    rows = await session.scalars(
+        select(User).where(User.email == "re@example.com").execution_options(**INCLUDE_DELETED)
+    )
+    assert len(rows.all()) == 2
+
+
+async def test_a_live_users_email_stays_unique_next_to_a_deleted_one(
+    client: httpx.AsyncClient, backend: str
+) -> None:
+    first = await client.post("/users", json={"email": "tw@example.com", "username": "tw"})
+    await client.delete(f"/users/{first.json()['id']}")
+    again = await client.post("/users", json={"email": "tw@example.com", "username": "tw2"})
+
+    third = await client.post("/users", json={"email": "tw@example.com", "username": "tw3"})
+    patched = await client.patch(f"/users/{first.json()['id']}", json={"username": "tw2"})
+
+    assert again.status_code == (409 if backend == "mysql" else 201)
+    assert third.status_code == 409
+    # The deleted user is gone for the API, so it cannot be renamed onto the live one.
+    assert patched.status_code == 404

@@ -3,6 +3,9 @@
 Each route receives the request's session as an argument, which is the style
 SQLAlchemy's own documentation prefers and the easiest to read in a test. It is the
 very session `db.session` returns (see routes/users.py), committed by the middleware.
+
+A deleted user's notes go with them: every query here joins the author, whom the
+soft-delete filter hides once deleted, so those notes are neither listed nor found.
 """
 
 import uuid
@@ -40,7 +43,7 @@ async def list_notes(
     session: SessionDep, page: PageDep, user_id: uuid.UUID | None = None
 ) -> Page[NoteRead]:
     """Notes in creation order, a page at a time; `?user_id=` keeps one user's notes."""
-    query = select(Note)
+    query = select(Note).join(Note.author)
     if user_id is not None:
         query = query.where(Note.user_id == user_id)
     query = query.order_by(Note.id)
@@ -72,7 +75,7 @@ async def delete_note(note_id: int, session: SessionDep) -> Response:
 
 
 async def _get_note(session: AsyncSession, note_id: int) -> Note:
-    note = await Note.get_by_pk(session, note_id)
+    note = await session.scalar(select(Note).join(Note.author).where(Note.id == note_id))
     if note is None:
         raise NotFoundError(f"There is no note with id {note_id}.")
     return note

@@ -4,13 +4,15 @@ One AsyncSession must never be used by two tasks at once, so the counts cannot s
 the request's session. `db(multi_sessions=True)` gives each task of `db.gather()` a
 session of its own, and `max_concurrent` caps how many connections this one request
 may hold, so that a busy dashboard cannot drain the pool other requests need.
+
+A deleted user's notes leave every count, as they leave the lists.
 """
 
 from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 
 from app.api.deps import SettingsDep
 from app.db import INCLUDE_DELETED, db, utc_now
@@ -29,16 +31,25 @@ async def read_stats(settings: SettingsDep) -> Stats:
     async with db(multi_sessions=True, max_concurrent=settings.database_max_concurrent_queries):
         users, notes, deleted_notes, recent_notes = await db.gather(
             _count(select(func.count()).select_from(User)),
-            _count(select(func.count()).select_from(Note)),
+            _count(_notes_of_live_users()),
             _count(
-                select(func.count())
-                .select_from(Note)
-                .where(Note.deleted_at.is_not(None))
-                .execution_options(**INCLUDE_DELETED)
+                _notes_of_live_users(Note.deleted_at.is_not(None)).execution_options(
+                    **INCLUDE_DELETED
+                )
             ),
-            _count(select(func.count()).select_from(Note).where(Note.created_at >= day_ago)),
+            _count(_notes_of_live_users(Note.created_at >= day_ago)),
         )
     return Stats(users=users, notes=notes, deleted_notes=deleted_notes, notes_last_24h=recent_notes)
+
+
+def _notes_of_live_users(*criteria: ColumnElement[bool]) -> Select[Any]:
+    # The author's filter is spelled out, since INCLUDE_DELETED lifts it from every table.
+    return (
+        select(func.count())
+        .select_from(Note)
+        .join(Note.author)
+        .where(User.deleted_at.is_(None), *criteria)
+    )
 
 
 async def _count(statement: Select[Any]) -> int:
