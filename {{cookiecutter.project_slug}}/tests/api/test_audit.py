@@ -1,4 +1,7 @@
-"""The audited delete: one request, two databases, two commits, and what each failure leaves."""
+"""The audited delete: one request, two databases, two commits, and what each failure leaves.
+
+Every /admin route needs `Authorization: Bearer <SECRET_KEY>`; the `client` here sends it.
+"""
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -7,13 +10,25 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db import INCLUDE_DELETED
 from app.models.audit_entry import AuditEntry
 from app.models.user import User
+from app.settings import Settings
+from tests.conftest import serve
 from tests.factories import make_user
+
+
+@pytest.fixture
+async def client(app: FastAPI, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app's client, sending the SECRET_KEY that /admin needs."""
+    async with serve(app) as client:
+        client.headers["Authorization"] = f"Bearer {settings.secret_key.get_secret_value()}"
+        yield client
 
 
 @pytest.fixture
@@ -117,3 +132,55 @@ async def test_when_the_main_commit_fails_the_audit_entry_stays_as_a_failed_atte
     assert not await is_deleted(session, user.id)
     [entry] = await entries(audit_session)
     assert entry.subject_id == str(user.id)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-secret", "Bearer test-secre", "Basic dGVzdC1zZWNyZXQ=", "test-secret"],
+)
+async def test_admin_routes_answer_401_without_the_secret_key(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    audit_session: AsyncSession,
+    authorization: str | None,
+) -> None:
+    user = await make_user(session)
+    del client.headers["Authorization"]
+    headers = {} if authorization is None else {"Authorization": authorization}
+
+    deleting = await client.delete(f"/admin/users/{user.id}", headers=headers)
+    reading = await client.get("/admin/audit-log", headers=headers)
+
+    for response in (deleting, reading):
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.json()["error"]["code"] == "unauthorized"
+        assert "SECRET_KEY" in response.json()["error"]["message"]
+    assert not await is_deleted(session, user.id)
+    assert await entries(audit_session) == []
+
+
+async def test_an_empty_secret_key_lets_nobody_in(app: FastAPI, client: httpx.AsyncClient) -> None:
+    app.state.settings = app.state.settings.model_copy(update={"secret_key": SecretStr("")})
+
+    response = await client.get("/admin/audit-log", headers={"Authorization": "Bearer "})
+
+    assert response.status_code == 401
+
+
+async def test_the_openapi_document_declares_the_bearer_scheme_on_admin_routes(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+
+    assert document["components"]["securitySchemes"]["SecretKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The service's SECRET_KEY: `Authorization: Bearer <SECRET_KEY>`.",
+    }
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            secured = operation.get("security") == [{"SecretKey": []}]
+            assert secured == path.startswith("/admin"), path
+            if secured:
+                assert "401" in operation["responses"]

@@ -14,14 +14,18 @@ main change second:
 That last case errs on the side an audit log wants: no change without a record. An
 entry whose subject still exists marks an attempt that failed. See README.md,
 "Two databases", for the reasoning and tests/api/test_audit.py for each case.
+
+Every route here answers 401 unless the request carries `Authorization: Bearer
+<SECRET_KEY>` (`require_admin` in app/api/deps.py).
 """
 
 import uuid
+from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from sqlalchemy import select
 
-from app.api.deps import PageDep, SessionDep
+from app.api.deps import PageDep, SessionDep, require_admin
 from app.audit import AuditSessionDep, record
 from app.db import fetch_page
 from app.errors import NotFoundError
@@ -32,7 +36,15 @@ from app.schemas.pages import Page, page_of
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No SECRET_KEY, or a wrong one (`unauthorized`)."}
+}
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=_UNAUTHORIZED,
+)
 
 
 @router.delete("/users/{user_id}", status_code=204)
