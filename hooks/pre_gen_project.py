@@ -1,7 +1,11 @@
-"""Validate the free-text answers before cookiecutter writes anything.
+"""Validate the answers before cookiecutter writes anything.
 
 Each bad answer gets one line that names the field, the value given and the rule, and the
 hook exits non-zero; cookiecutter then removes the half-made project directory.
+
+The choices are checked too, for the answers that reach the hook without cookiecutter
+checking them (a replay file). A value outside a choice given on the command line
+(`database=oracle`) never gets here: cookiecutter refuses it itself, before any hook.
 """
 
 import re
@@ -19,6 +23,18 @@ ENCODED_ANSWERS = {
     "description": "{{ cookiecutter.description | urlencode }}",
     "author_name": "{{ cookiecutter.author_name | urlencode }}",
     "author_email": "{{ cookiecutter.author_email | urlencode }}",
+    "python_version": "{{ cookiecutter.python_version | urlencode }}",
+    "database": "{{ cookiecutter.database | urlencode }}",
+    "include_example_api": "{{ cookiecutter.include_example_api | urlencode }}",
+    "second_database": "{{ cookiecutter.second_database | urlencode }}",
+}
+
+# The lists in cookiecutter.json, which the tests keep in step.
+CHOICES = {
+    "python_version": ("3.11", "3.12", "3.13"),
+    "database": ("postgresql", "mysql", "sqlite"),
+    "include_example_api": ("yes", "no"),
+    "second_database": ("no", "yes"),
 }
 
 SLUG = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
@@ -58,6 +74,10 @@ RULES: dict[str, tuple[Callable[[str], bool], str]] = {
         lambda v: bool(EMAIL.fullmatch(v)),
         "it must be an e-mail address such as you@example.com",
     ),
+    **{
+        field: (choices.__contains__, f"it must be one of {', '.join(choices)}")
+        for field, choices in CHOICES.items()
+    },
 }
 
 
