@@ -48,6 +48,7 @@ OPTIONAL_PATHS: dict[str, list[str]] = {
         "migrations/versions/2026_12_01_4e8b2c6a9d17_unique_among_live_users.py",
         "tests/api/test_audit.py",
         "tests/api/test_export.py",
+        "tests/api/test_hostile_input.py",
         "tests/api/test_notes.py",
         "tests/api/test_stats.py",
         "tests/api/test_users.py",

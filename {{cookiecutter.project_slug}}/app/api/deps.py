@@ -4,14 +4,17 @@ the SECRET_KEY guard of administrative routes."""
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.db import SessionDep
 from app.schemas.pages import PageParams
 from app.settings import Settings
 
-__all__ = ["PageDep", "SessionDep", "SettingsDep", "require_admin"]
+__all__ = ["INTEGER_MAX", "IntegerId", "PageDep", "SessionDep", "SettingsDep", "require_admin"]
+
+# The largest value of an `Integer` column on PostgreSQL and MySQL (32-bit signed).
+INTEGER_MAX = 2**31 - 1
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -22,6 +25,10 @@ def get_app_settings(request: Request) -> Settings:
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 PageDep = Annotated[PageParams, Query()]
+# A path segment naming a row by an `Integer` primary key; anything the column cannot
+# hold is a 422 instead of a query that the database refuses.
+IntegerId = Annotated[int, Path(ge=1, le=INTEGER_MAX)]
+
 
 # auto_error=False: a missing or malformed header gets the service's own 401 below,
 # with the same error body as every other error.

@@ -20,9 +20,9 @@ Every route here answers 401 unless the request carries `Authorization: Bearer
 """
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 
 from app.api.deps import PageDep, SessionDep, require_admin
@@ -32,24 +32,29 @@ from app.errors import NotFoundError
 from app.models.audit_entry import AuditEntry
 from app.models.user import User
 from app.schemas.audit import AuditEntryRead
+from app.schemas.errors import ErrorBody, error_responses
 from app.schemas.pages import Page, page_of
+from app.schemas.text import Storable
 
 __all__ = ["router"]
 
 _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No SECRET_KEY, or a wrong one (`unauthorized`)."}
+    401: {"model": ErrorBody, "description": "No SECRET_KEY, or a wrong one (`unauthorized`)."}
 }
+# Each route needs a database connection, so each can find the pool full.
 router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[Depends(require_admin)],
-    responses=_UNAUTHORIZED,
+    responses=_UNAUTHORIZED | error_responses(503),
 )
 
 
-@router.delete("/users/{user_id}", status_code=204)
+@router.delete("/users/{user_id}", status_code=204, responses=error_responses(404))
 async def delete_user_on_record(
-    user_id: uuid.UUID, session: SessionDep, reason: str = "unspecified"
+    user_id: uuid.UUID,
+    session: SessionDep,
+    reason: Annotated[str, Query(max_length=500), Storable] = "unspecified",
 ) -> Response:
     """Soft-delete a user and record who asked for it (by request id) and why."""
     user = await User.get_by_pk(session, user_id)

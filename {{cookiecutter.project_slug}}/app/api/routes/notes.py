@@ -14,20 +14,22 @@ from fastapi import APIRouter, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import PageDep, SessionDep
+from app.api.deps import IntegerId, PageDep, SessionDep
 from app.db import fetch_page
 from app.errors import NotFoundError
 from app.models.note import Note
 from app.models.user import User
+from app.schemas.errors import error_responses
 from app.schemas.notes import NoteCreate, NoteRead, NoteUpdate
 from app.schemas.pages import Page, page_of
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/notes", tags=["notes"])
+# Each route needs a database connection, so each can find the pool full.
+router = APIRouter(prefix="/notes", tags=["notes"], responses=error_responses(503))
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=error_responses(404))
 async def create_note(body: NoteCreate, session: SessionDep) -> NoteRead:
     """Create a note for an existing user; 404 when the user does not exist."""
     if await User.get_by_pk(session, body.user_id) is None:
@@ -51,13 +53,13 @@ async def list_notes(
     return page_of(NoteRead, rows, total, page)
 
 
-@router.get("/{note_id}")
-async def read_note(note_id: int, session: SessionDep) -> NoteRead:
+@router.get("/{note_id}", responses=error_responses(404))
+async def read_note(note_id: IntegerId, session: SessionDep) -> NoteRead:
     return NoteRead.model_validate(await _get_note(session, note_id))
 
 
-@router.patch("/{note_id}")
-async def update_note(note_id: int, body: NoteUpdate, session: SessionDep) -> NoteRead:
+@router.patch("/{note_id}", responses=error_responses(404))
+async def update_note(note_id: IntegerId, body: NoteUpdate, session: SessionDep) -> NoteRead:
     """Change only the fields present in the body."""
     note = await _get_note(session, note_id)
     for field, value in body.changes().items():
@@ -66,8 +68,8 @@ async def update_note(note_id: int, body: NoteUpdate, session: SessionDep) -> No
     return NoteRead.model_validate(note)
 
 
-@router.delete("/{note_id}", status_code=204)
-async def delete_note(note_id: int, session: SessionDep) -> Response:
+@router.delete("/{note_id}", status_code=204, responses=error_responses(404))
+async def delete_note(note_id: IntegerId, session: SessionDep) -> Response:
     """Soft-delete: hidden from now on, purged for good by the job in app/jobs.py."""
     note = await _get_note(session, note_id)
     note.soft_delete()

@@ -18,11 +18,12 @@ from app.api.deps import SettingsDep
 from app.db import INCLUDE_DELETED, db, utc_now
 from app.models.note import Note
 from app.models.user import User
+from app.schemas.errors import error_responses
 from app.schemas.stats import Stats
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/stats", tags=["stats"])
+router = APIRouter(prefix="/stats", tags=["stats"], responses=error_responses(503))
 
 
 @router.get("")

@@ -17,18 +17,20 @@ from app.db import db, fetch_page
 from app.errors import ConflictError, NotFoundError, is_unique_violation
 from app.models.note import Note
 from app.models.user import User
+from app.schemas.errors import error_responses
 from app.schemas.pages import Page, page_of
 from app.schemas.users import UserCreate, UserRead, UserUpdate
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/users", tags=["users"])
+# Each route needs a database connection, so each can find the pool full.
+router = APIRouter(prefix="/users", tags=["users"], responses=error_responses(503))
 
 WELCOME_TITLE = "Welcome!"
 WELCOME_BODY = "Glad to have you here."
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=error_responses(409))
 async def create_user(body: UserCreate) -> UserRead:
     """Create a user with a welcome note; 409 when the e-mail address or username is taken."""
     user = User(**body.model_dump())
@@ -49,12 +51,12 @@ async def list_users(page: PageDep) -> Page[UserRead]:
     return page_of(UserRead, rows, total, page)
 
 
-@router.get("/{user_id}")
+@router.get("/{user_id}", responses=error_responses(404))
 async def read_user(user_id: uuid.UUID) -> UserRead:
     return UserRead.model_validate(await _get_user(user_id))
 
 
-@router.patch("/{user_id}")
+@router.patch("/{user_id}", responses=error_responses(404, 409))
 async def update_user(user_id: uuid.UUID, body: UserUpdate) -> UserRead:
     """Change only the fields present in the body."""
     user = await _get_user(user_id)
@@ -64,7 +66,7 @@ async def update_user(user_id: uuid.UUID, body: UserUpdate) -> UserRead:
     return UserRead.model_validate(user)
 
 
-@router.delete("/{user_id}", status_code=204)
+@router.delete("/{user_id}", status_code=204, responses=error_responses(404))
 async def delete_user(user_id: uuid.UUID) -> Response:
     """Soft-delete: the row stays, but every ordinary query hides it from now on."""
     user = await _get_user(user_id)
