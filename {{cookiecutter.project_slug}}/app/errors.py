@@ -6,7 +6,9 @@ Every error response has the same body, so clients parse one format:
 
 Validation errors add `"details"`, a list of `{"field", "message"}`. The codes are
 stable; the messages are for people. Nothing from the exception itself reaches the
-client of a 500: no traceback, no SQL, no connection string.
+client of a 500: no traceback, no SQL, no connection string. `UnhandledErrorMiddleware`
+answers what no handler took and keeps the exception inside the app, so the 500 is
+logged once and the client's keep-alive connection stays usable.
 
     ServiceError            raise it from a route; carries the status and code
      ├── NotFoundError      404 not_found
@@ -15,6 +17,7 @@ client of a 500: no traceback, no SQL, no connection string.
 
 import logging
 from collections.abc import Mapping
+from contextlib import suppress
 from http import HTTPStatus
 from typing import Any
 
@@ -24,6 +27,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, NoResultFound
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db import CapacityError
 from app.observability import REQUEST_ID_HEADER
@@ -33,6 +38,7 @@ __all__ = [
     "ConflictError",
     "NotFoundError",
     "ServiceError",
+    "UnhandledErrorMiddleware",
     "error_response",
     "install_error_handlers",
     "is_unique_violation",
@@ -150,6 +156,56 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     # The traceback is in the log, under the same request id; the client gets the id.
     message = "An unexpected error occurred. Quote the request id when reporting it."
     return error_response(request, 500, "internal_error", message)
+
+
+class UnhandledErrorMiddleware:
+    """Pure ASGI: logs an exception no handler took, once, and answers it with the 500.
+
+    Starlette's ServerErrorMiddleware sends its 500 and then re-raises, and a server
+    closes the keep-alive connection of an app that raised, so the client's next request
+    on it failed too. Here the exception ends. A response that has already started
+    cannot become a 500; the server then closes the connection, the only honest end of
+    a half-sent body. A client that left is not an error: nothing is logged or sent, and
+    `RequestContextMiddleware` logs the request as 499.
+
+    Add it inside `RequestContextMiddleware`, whose request id the log line and the body
+    carry, and outside the session middlewares, which roll back before it runs and whose
+    failed commit it turns into the 500.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        response_started = False
+        client_gone = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal response_started, client_gone
+            if message["type"] == "http.response.start":
+                response_started = True
+            try:
+                await send(message)
+            except OSError:
+                client_gone = True  # ASGI 2.4 servers report a disconnect by failing send()
+                raise
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            return
+        except Exception as exc:
+            if client_gone:
+                return
+            logger.exception("unhandled error")
+            if not response_started:
+                response = await _unhandled(Request(scope), exc)
+                with suppress(OSError):  # the client may have left in the meantime
+                    await response(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

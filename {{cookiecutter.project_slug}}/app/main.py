@@ -7,10 +7,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.api.openapi import document_errors
 from app.api.routes import routers
 {%- if cookiecutter.second_database == "yes" %}
 from app.audit import AuditMiddleware
 {%- endif %}
+from app.body_limit import BodyLimitMiddleware
 from app.db import SQLAlchemyMiddleware, create_engine, to_async_url
 from app.errors import install_error_handlers
 from app.events import install_listeners, wait_for_after_commit_jobs
@@ -81,6 +83,9 @@ def create_app(
     for router in routers():
         app.include_router(router)
     install_error_handlers(app)
+    document_errors(app)
+    # Innermost, so that the session middlewares see its 413 and roll back.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
     # The last middleware added is the outermost, and the innermost commits first: the
     # main database's goes last, so any other database commits before it.
     for name, (middleware, _) in reversed(databases.items()):

@@ -2,9 +2,13 @@
 
 `RequestContextMiddleware` takes the id from the `X-Request-ID` header (or makes one),
 echoes it in the response, and logs one line per request. Every log line written while
-the request runs carries the id, so one grep finds everything a request did. With
+the request runs carries the id, so one grep finds everything a request did. A client
+that left before the response was complete is logged as 499, whatever the app sent. With
 `count_statements(engine)` installed (the app does it in debug mode), that line also
 says how many SQL statements the request ran, which is how N+1 query patterns show up.
+
+`configure_logging()` formats the app's records as JSON; `log-config.json` in the
+project root makes uvicorn's own lines (startup, shutdown, access) the same JSON lines.
 """
 
 import json
@@ -36,11 +40,13 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # anything else (too long, spaces, control characters) is replaced by a fresh id.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # The attributes every LogRecord has; anything else was passed with `extra=` and
-# belongs in the JSON line.
-_STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+# belongs in the JSON line, except uvicorn's `color_message`: the message again, with
+# terminal colour codes, for its own formatter.
+_NOT_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",
 }
 
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -69,7 +75,7 @@ class JsonFormatter(logging.Formatter):
         line.update(
             (key, value)
             for key, value in vars(record).items()
-            if key not in _STANDARD_ATTRIBUTES and not key.startswith("_")
+            if key not in _NOT_FIELDS and not key.startswith("_")
         )
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
@@ -103,7 +109,11 @@ def _count_statement(*_: Any) -> None:
 
 
 class RequestContextMiddleware:
-    """Pure ASGI: sets the request id, echoes it in the response and logs the outcome."""
+    """Pure ASGI: sets the request id, echoes it in the response and logs the outcome.
+
+    It logs no exception: `app.errors.UnhandledErrorMiddleware`, inside it, logs each one
+    once with its traceback and answers the 500.
+    """
 
     def __init__(self, app: ASGIApp, *, log_statements: bool = False) -> None:
         self.app = app
@@ -115,30 +125,47 @@ class RequestContextMiddleware:
             return
 
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex
-        # Exception handlers run outside this middleware; they find the id here.
+        # The error handlers read the id from the request's state.
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500  # what the client gets if the app raises before responding
+        response_complete = False
+        client_gone = False
+
+        async def receive_wrapper() -> Message:
+            nonlocal client_gone
+            message = await receive()
+            # Servers also answer `http.disconnect` once the response is complete.
+            if message["type"] == "http.disconnect" and not response_complete:
+                client_gone = True
+            return message
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_complete, client_gone
             if message["type"] == "http.response.start":
                 status = message["status"]
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
-            await send(message)
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Set before sending: the server may wake a receive() waiting for the
+                # disconnect while this last send is still writing.
+                response_complete = True
+            try:
+                await send(message)
+            except OSError:
+                client_gone = True  # ASGI 2.4 servers report a disconnect by failing send()
+                raise
 
         started = time.perf_counter()
         counter = [0]
         id_token = _request_id.set(request_id)
         counter_token = _statements.set(counter)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_wrapper, send_wrapper)
         except ClientDisconnect:
-            status = 499  # nginx's code for a client that left before the response ended
-            raise
-        except Exception:
-            logger.exception("unhandled error")
+            client_gone = True
             raise
         finally:
+            if client_gone:
+                status = 499  # nginx's code for a client that left before the response ended
             fields: dict[str, Any] = {
                 "request_id": request_id,
                 "method": scope["method"],

@@ -1,15 +1,24 @@
-"""Every error has one JSON shape, and a 500 gives nothing away."""
+"""Every error has one JSON shape, a 500 gives nothing away, and it ends inside the app."""
 
-from collections.abc import Callable
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy.exc
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
+from starlette.types import Message
 
 from app.db import db
 from app.errors import RETRY_AFTER_SECONDS, ConflictError
+from app.observability import JsonFormatter
+from tests.asgi import http_scope
 from tests.conftest import serve
 from tests.pools import queue_pool
 
@@ -145,3 +154,130 @@ async def test_sqlalchemys_own_pool_timeout_is_503_too(app: FastAPI) -> None:
     assert response.status_code == 503
     assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
     assert response.json()["error"]["code"] == "database_busy"
+
+
+async def call(app: FastAPI, path: str) -> tuple[Message, bytes]:
+    """Serve `GET path` as a server would, below the HTTP client: the app must not raise.
+
+    A server closes the keep-alive connection of an app that raised, even after a
+    complete 500, so the client's next request on that connection would fail too.
+    """
+    sent: list[Message] = []
+    request: list[Message] = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> Message:
+        return request.pop() if request else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async with LifespanManager(app) as manager:
+        await manager.app(http_scope(path), receive, send)
+    start, *bodies = sent
+    return start, b"".join(message.get("body", b"") for message in bodies)
+
+
+class _JsonLines(logging.Handler):
+    """Keeps each record as the app's JSON line, formatted while it is logged, as the
+    app's own handler does: the request id is only set while the request runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Not set as this handler's formatter: configure_logging() would replace the handler.
+        self.json = JsonFormatter()
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.json.format(record)))
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, Any]]]:
+    """The JSON lines logged during the test."""
+    handler = _JsonLines()
+    logging.getLogger().addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def exceptions_in(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in lines if "exception" in line]
+
+
+def _refuse_commit(session: Session) -> None:
+    raise RuntimeError("the database refused the commit")
+
+
+async def test_an_unhandled_error_is_answered_and_logged_once_inside_the_app(
+    app: FastAPI, logged: list[dict[str, Any]]
+) -> None:
+    add_probe_routes(app)
+
+    start, body = await call(app, "/probe/crash")
+
+    assert start["status"] == 500
+    request_id = dict(start["headers"])[b"x-request-id"].decode()
+    assert json.loads(body)["error"]["request_id"] == request_id
+    [error] = exceptions_in(logged)
+    assert error["request_id"] == request_id
+    assert "RuntimeError" in error["exception"]
+
+
+async def test_a_failed_commit_is_a_500_answered_inside_the_app(
+    app: FastAPI, logged: list[dict[str, Any]]
+) -> None:
+    @app.get("/probe/commit-fails")
+    async def commit_fails() -> dict[str, str]:
+        await db.session.execute(text("SELECT 1"))
+        event.listen(db.session.sync_session, "before_commit", _refuse_commit)
+        return {"saved": "yes"}
+
+    start, body = await call(app, "/probe/commit-fails")
+
+    assert start["status"] == 500  # never the route's 200 for a write that was lost
+    assert json.loads(body)["error"]["code"] == "internal_error"
+    [error] = exceptions_in(logged)
+    assert "the database refused the commit" in error["exception"]
+
+
+async def test_debug_mode_answers_a_500_with_the_same_plain_body(
+    make_live_app: Callable[..., FastAPI], logged: list[dict[str, Any]]
+) -> None:
+    app = make_live_app(debug=True)
+    add_probe_routes(app)
+
+    async with serve(app) as client:
+        response = await client.get("/probe/crash", headers={"Accept": "text/html"})
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {
+            "code": "internal_error",
+            "message": "An unexpected error occurred. Quote the request id when reporting it.",
+            "request_id": response.headers["X-Request-ID"],
+        }
+    }
+    [error] = exceptions_in(logged)  # the traceback stays in the log
+    assert "RuntimeError" in error["exception"]
+
+
+async def test_a_failed_statement_shows_its_sql_but_no_parameter_values(
+    make_live_app: Callable[..., FastAPI], logged: list[dict[str, Any]]
+) -> None:
+    # The app's own engines, not the test's: they are the ones that must hide values.
+    app = make_live_app()
+
+    @app.get("/probe/bad-sql-with-a-value")
+    async def bad_sql_with_a_value() -> None:
+        statement = text("SELECT name FROM no_such_table WHERE password = :password")
+        await db.session.execute(statement, {"password": SECRET})
+
+    async with serve(app) as client:
+        response = await client.get("/probe/bad-sql-with-a-value")
+
+    assert response.status_code == 500
+    [error] = exceptions_in(logged)
+    assert "no_such_table" in error["exception"]  # enough to find the failing statement
+    assert SECRET not in json.dumps(logged) + response.text

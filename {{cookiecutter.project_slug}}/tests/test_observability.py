@@ -1,18 +1,23 @@
-"""Request ids, JSON log lines, the masked database URL and per-request SQL counts."""
+"""Request ids, JSON log lines, the masked database URL, per-request SQL counts, and 499s."""
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 from sqlalchemy import text
+from starlette.types import Message
 
 from app.db import db
 from app.main import create_app
 from app.observability import JsonFormatter
 from app.settings import Settings
+from tests.asgi import http_scope
 from tests.conftest import serve
 
 
@@ -114,3 +119,118 @@ async def test_the_database_url_is_logged_with_the_password_masked(
         caplog.text
     )
     assert "s3cret-password" not in caplog.text
+
+
+def add_stream_route(app: FastAPI) -> None:
+    @app.get("/probe/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first\n"
+            await asyncio.Event().wait()  # the rest would come later; the client leaves first
+
+        return StreamingResponse(chunks())
+
+
+def assert_logged_as_499_without_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    [line] = request_lines(caplog)
+    assert vars(line)["status"] == 499
+    assert [record.getMessage() for record in caplog.records if record.exc_info] == []
+
+
+async def test_a_client_that_leaves_mid_stream_is_logged_as_499(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_stream_route(app)
+    first_chunk_sent = asyncio.Event()
+
+    async def receive() -> Message:
+        await first_chunk_sent.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            first_chunk_sent.set()
+
+    caplog.set_level(logging.INFO)
+    async with LifespanManager(app) as manager:
+        await asyncio.wait_for(manager.app(http_scope("/probe/stream"), receive, send), 5)
+
+    assert_logged_as_499_without_traceback(caplog)
+
+
+async def test_a_client_that_leaves_when_send_fails_is_logged_as_499(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ASGI 2.4 servers report a disconnect by failing send(), not with a message.
+    add_stream_route(app)
+
+    async def receive() -> Message:
+        await asyncio.Event().wait()
+        raise AssertionError("a 2.4 response does not wait for the disconnect message")
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("the client closed the connection")
+
+    caplog.set_level(logging.INFO)
+    scope = http_scope("/probe/stream", spec_version="2.4")
+    async with LifespanManager(app) as manager:
+        # Nothing is raised to the server: there is no one left to answer.
+        await asyncio.wait_for(manager.app(scope, receive, send), 5)
+
+    assert_logged_as_499_without_traceback(caplog)
+
+
+async def test_a_client_that_leaves_mid_body_is_logged_as_499(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.post("/probe/echo")
+    async def echo(payload: dict[str, str]) -> dict[str, str]:
+        return payload
+
+    first_half = b'{"name": "Al'
+    cut_short: list[Message] = [{"type": "http.request", "body": first_half, "more_body": True}]
+
+    async def receive() -> Message:
+        return cut_short.pop() if cut_short else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        pass  # the client is gone; a server drops what the app still sends
+
+    headers = [(b"host", b"test"), (b"content-type", b"application/json")]
+    scope = {**http_scope("/probe/echo"), "method": "POST", "headers": headers}
+    caplog.set_level(logging.INFO)
+    async with LifespanManager(app) as manager:
+        await asyncio.wait_for(manager.app(scope, receive, send), 5)
+
+    assert_logged_as_499_without_traceback(caplog)
+
+
+async def test_a_disconnect_after_the_response_is_not_a_499(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Servers answer receive() with `http.disconnect` once the response is complete.
+    @app.get("/probe/stream-done")
+    async def stream_done() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"all of it\n"
+
+        return StreamingResponse(chunks())
+
+    response_complete = asyncio.Event()
+
+    async def receive() -> Message:
+        await response_complete.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            response_complete.set()
+            await asyncio.sleep(0)  # the listening task gets its disconnect first
+
+    caplog.set_level(logging.INFO)
+    async with LifespanManager(app) as manager:
+        await asyncio.wait_for(manager.app(http_scope("/probe/stream-done"), receive, send), 5)
+
+    [line] = request_lines(caplog)
+    assert vars(line)["status"] == 200
