@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import URL
 
 from app.api.openapi import document_errors
 from app.api.routes import routers
@@ -14,7 +15,7 @@ from app.audit import AuditMiddleware
 {%- endif %}
 from app.body_limit import BodyLimitMiddleware
 from app.db import SQLAlchemyMiddleware, create_engine, to_async_url
-from app.errors import install_error_handlers
+from app.errors import UnhandledErrorMiddleware, install_error_handlers
 from app.events import install_listeners, wait_for_after_commit_jobs
 {%- if cookiecutter.include_example_api == "yes" %}
 from app.jobs import running_jobs
@@ -74,7 +75,6 @@ def create_app(
     app = FastAPI(
         title="{{ cookiecutter.project_name }}",
         description="{{ cookiecutter.description }}",
-        debug=settings.debug,
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -97,16 +97,44 @@ def create_app(
         )
         if settings.debug:
             count_statements(engines[name])
+    app.add_middleware(UnhandledErrorMiddleware)  # inside the request id, outside the sessions
     app.add_middleware(RequestContextMiddleware, log_statements=settings.debug)
     return app
 
 
 def _engine_args(url: str, settings: Settings) -> dict[str, Any]:
     parsed = to_async_url(url)  # names a bad URL clearly before anything else reads it
+    # Errors and their log lines show a failed statement's SQL, never its values: users' data.
+    hidden = {"hide_parameters": True}
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
-        return {}  # an in-memory SQLite database has exactly one connection, no pool to size
+        return hidden  # an in-memory SQLite database has exactly one connection, no pool to size
     return {
+        **hidden,
         "pool_size": settings.database_pool_size,
         "max_overflow": settings.database_max_overflow,
         "pool_timeout": settings.database_pool_timeout,
+        "pool_pre_ping": settings.database_pool_pre_ping,
+        "connect_args": _server_limits(parsed, settings),
     }
+
+
+def _server_limits(url: URL, settings: Settings) -> dict[str, Any]:
+    """Connect arguments that make a PostgreSQL server enforce the settings' time limits."""
+    # MySQL and MariaDB name their limits differently (max_execution_time, which covers
+    # only SELECT, against max_statement_time), MySQL has no idle-in-transaction limit,
+    # and one mysql:// URL serves both: set those on the server (docs/deployment.md).
+    if url.get_backend_name() != "postgresql":
+        return {}
+    limits = {
+        "statement_timeout": _milliseconds(settings.database_statement_timeout),
+        "idle_in_transaction_session_timeout": _milliseconds(
+            settings.database_idle_in_transaction_timeout
+        ),
+    }
+    if url.get_driver_name() == "asyncpg":
+        return {"server_settings": limits}
+    return {"options": " ".join(f"-c {name}={value}" for name, value in limits.items())}
+
+
+def _milliseconds(seconds: float) -> str:
+    return str(max(1, round(seconds * 1000)))  # 0 would turn the limit off
