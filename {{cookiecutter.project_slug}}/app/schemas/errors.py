@@ -41,7 +41,8 @@ DESCRIPTIONS = {
     409: "A unique value is already taken (`conflict`).",
     413: "The body is larger than MAX_REQUEST_BODY_BYTES (`content_too_large`).",
     422: "An input is not valid; `details` names each one (`validation_error`).",
-    503: "Every database connection is busy; retry after Retry-After (`database_busy`).",
+    503: "No database connection could be had: every one is busy (`database_busy`) or the "
+    "database is down (`service_unavailable`); retry after Retry-After.",
 }
 
 _RETRY_AFTER = {

@@ -183,7 +183,7 @@ async def test_every_route_documents_the_errors_it_can_return(client: httpx.Asyn
         )
         for path, item in document["paths"].items()
         for method, operation in item.items()
-        if path.startswith(("/users", "/notes", "/stats"))
+        if path.startswith(("/users", "/notes", "/stats", "/export"))
     }
 
     assert statuses == {
@@ -198,6 +198,7 @@ async def test_every_route_documents_the_errors_it_can_return(client: httpx.Asyn
         ("PATCH", "/notes/{note_id}"): [400, 404, 413, 422, 503],
         ("DELETE", "/notes/{note_id}"): [404, 422, 503],
         ("GET", "/stats"): [503],
+        ("GET", "/export/notes"): [422, 503],
     }
 
 

@@ -41,6 +41,7 @@ from app.api.deps import SettingsDep
 from app.db import CapacityError, db
 from app.errors import RETRY_AFTER_SECONDS
 from app.models.note import Note
+from app.schemas.errors import error_responses
 
 __all__ = ["BATCH_SIZE", "ClosingStreamingResponse", "router"]
 
@@ -127,7 +128,12 @@ class ExportFormat(StrEnum):
 
 # The status is given because FastAPI reads it from the response class's __init__
 # default otherwise, and ClosingStreamingResponse takes none.
-@router.get("/notes", response_class=ClosingStreamingResponse, status_code=200)
+@router.get(
+    "/notes",
+    response_class=ClosingStreamingResponse,
+    status_code=200,
+    responses=error_responses(503),
+)
 async def export_notes(
     settings: SettingsDep,
     export_format: Annotated[ExportFormat, Query(alias="format")] = ExportFormat.ndjson,
