@@ -5,7 +5,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import LIST_SIZE, PEER_PACKAGE, PEER_VERSION, POOL_SIZE
-from .database import SERVICE_USERS, service_seed, service_user_id, sqlalchemy_url
+from .database import (
+    SERVICE_USERS,
+    name,
+    service_seed,
+    service_user_id,
+    sqlalchemy_url,
+    with_database,
+)
 
 __all__ = [
     "BASELINE",
@@ -14,6 +21,7 @@ __all__ = [
     "ENDPOINTS",
     "PEER",
     "SERVICE",
+    "SERVICE_NO_PRE_PING",
     "SESSION_LAYER",
     "Contestant",
     "Route",
@@ -34,6 +42,9 @@ ENDPOINTS = {
 # The keys the report and the targets refer to.
 SESSION_LAYER = "app-db"
 SERVICE = "service"
+# The service without `pool_pre_ping`: what retrying on a disconnect would cost while
+# nothing is disconnected, since its error hook runs only when a statement fails.
+SERVICE_NO_PRE_PING = "service-no-pre-ping"
 BASELINE = "baseline"
 BASELINE_AGAIN = "baseline-again"
 PEER = "peer"
@@ -103,17 +114,42 @@ def _service_routes() -> dict[str, Route]:
         "read": Route("GET", f"/users/{service_user_id(SERVICE_USERS // 2 + 1)}"),
         # A page object: the first LIST_SIZE users by creation time, with the total count.
         "list": Route("GET", f"/users?limit={LIST_SIZE}", length=LIST_SIZE, items="items"),
-        # Also queues the service's welcome note, a second transaction after the response.
+        # Also writes the service's welcome note, in the same transaction.
         "insert": Route("POST", "/users", body=created, status=201),
     }
+
+
+def _service(
+    key: str, title: str, project: Path, dsn: str, *, rows: int, pre_ping: bool = True
+) -> Contestant:
+    """The baked service on a database of its own; only the default one streams its export."""
+    return Contestant(
+        key,
+        title,
+        "app.main:create_app",
+        _service_routes(),
+        app_dir=project,
+        factory=True,
+        env={
+            "DATABASE_URL": sqlalchemy_url(dsn),
+            "DATABASE_POOL_SIZE": str(POOL_SIZE),
+            "DATABASE_MAX_OVERFLOW": "0",
+            "DATABASE_POOL_PRE_PING": str(pre_ping).lower(),
+        },
+        export=Route("GET", "/export/notes") if pre_ping else None,
+        database=dsn,
+        setup=("-m", "app.migrate", "upgrade"),
+        seed=service_seed(users=SERVICE_USERS, notes=rows),
+    )
 
 
 def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestant]:
     """The contestants, in the report's order, for a service baked into `project`.
 
     The apps in `apps/` serve `rows` seeded items. The service gets a database of its
-    own (`service_dsn`), built by its own migrations (it refuses to start on one that
-    is not up to date) and seeded with `rows` notes, which its export streams.
+    own (`service_dsn`), built by its own migrations (it is not ready on one that is
+    not up to date) and seeded with `rows` notes, which its export streams; the same
+    service without pool pre-ping gets a second database.
     """
     shared = _shared_routes(rows)
     return [
@@ -125,22 +161,14 @@ def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestan
             path=(project,),
             export=Route("GET", "/export"),
         ),
-        Contestant(
-            SERVICE,
-            "baked service",
-            "app.main:create_app",
-            _service_routes(),
-            app_dir=project,
-            factory=True,
-            env={
-                "DATABASE_URL": sqlalchemy_url(service_dsn),
-                "DATABASE_POOL_SIZE": str(POOL_SIZE),
-                "DATABASE_MAX_OVERFLOW": "0",
-            },
-            export=Route("GET", "/export/notes"),
-            database=service_dsn,
-            setup=("-m", "app.migrate", "upgrade"),
-            seed=service_seed(users=SERVICE_USERS, notes=rows),
+        _service(SERVICE, "baked service", project, service_dsn, rows=rows),
+        _service(
+            SERVICE_NO_PRE_PING,
+            "baked service, no pre-ping",
+            project,
+            with_database(service_dsn, name(service_dsn) + "_no_pre_ping"),
+            rows=rows,
+            pre_ping=False,
         ),
         Contestant(BASELINE, "Depends (baseline)", "baseline:app", shared),
         # The baseline's app in a second server: the ratios between two servers of the

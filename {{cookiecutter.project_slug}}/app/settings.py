@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     database_pool_timeout: float = Field(default=10.0, gt=0)
     # Each connection lent by the pool is first tested with a round trip, so one that the
     # server dropped (a restart, a killed backend) is replaced instead of failing the
-    # request. It costs that round trip per checkout; docs/deployment.md has the figures.
+    # request. It costs that round trip per checkout; docs/performance.md has the figures.
     database_pool_pre_ping: bool = True
     # Limits the PostgreSQL server enforces on every connection of the app, so that not
     # even a bug can pin a backend: a statement running longer than `statement_timeout`

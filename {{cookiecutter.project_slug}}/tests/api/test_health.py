@@ -4,6 +4,7 @@ The service starts whatever state its databases are in: one that is down, behind
 ahead of the migrations makes /health/ready answer 503 until it is fixed, with no restart.
 """
 
+import asyncio
 import logging
 import socket
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from app.db import create_engine
+from app.db import create_engine, db
 from app.main import create_app
 from app.migrate import alembic_config, databases, upgrade
 from app.readiness import Readiness
@@ -183,6 +184,34 @@ async def test_a_database_at_head_is_not_rechecked_until_the_verdict_expires(
         await engine.dispose()
 
 
+@pytest.mark.postgresql
+async def test_requests_succeed_after_postgresql_terminates_the_app_connections(
+    make_live_app: Callable[..., FastAPI], database_urls: dict[str, str]
+) -> None:
+    # One pooled connection, so the backend that served the first request is the one killed.
+    app = make_live_app(database_pool_size=1, database_max_overflow=0)
+
+    @app.get("/probe/backend")
+    async def backend() -> int:
+        pid: int = (await db.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        return pid
+
+    admin = create_engine(database_urls["main"], {"poolclass": NullPool})
+    try:
+        async with serve(app) as client:
+            first = await client.get("/probe/backend")
+            await _terminate(admin, first.json())
+            second = await client.get("/probe/backend")
+            ready = await client.get("/health/ready")
+    finally:
+        await admin.dispose()
+
+    assert first.status_code == 200
+    assert second.status_code == 200
+    assert second.json() != first.json()
+    assert ready.status_code == 200
+
+
 def _url_setting(database: str) -> str:
     return alembic_config(database).get_main_option("database_url_setting") or "database_url"
 
@@ -217,3 +246,15 @@ async def _set_revisions(engine: AsyncEngine, revisions: list[str]) -> list[str]
                 text("INSERT INTO alembic_version (version_num) VALUES (:r)"), {"r": revision}
             )
     return held
+
+
+async def _terminate(admin: AsyncEngine, pid: int) -> None:
+    """End a PostgreSQL backend, as a restart or an operator would, and wait until it is gone."""
+    async with admin.connect() as connection:
+        await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        for _ in range(100):
+            alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+            if (await connection.execute(alive, {"pid": pid})).scalar_one() == 0:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"backend {pid} was still running 5 s after pg_terminate_backend")
