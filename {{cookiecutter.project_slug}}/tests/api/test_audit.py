@@ -104,6 +104,22 @@ async def test_a_missing_user_is_404_and_nothing_is_recorded(
     assert await entries(audit_session) == []
 
 
+@pytest.mark.parametrize("reason", ["a\x00b", "x" * 501])
+async def test_a_reason_the_audit_log_cannot_hold_is_422_and_nothing_changes(
+    client: httpx.AsyncClient, session: AsyncSession, audit_session: AsyncSession, reason: str
+) -> None:
+    # PostgreSQL's JSONB, where the reason is stored, refuses the NUL character.
+    user = await make_user(session)
+
+    response = await client.delete(f"/admin/users/{user.id}", params={"reason": reason})
+
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "query.reason"
+    assert await entries(audit_session) == []
+    await session.refresh(user)
+    assert user.deleted_at is None
+
+
 async def test_when_the_audit_commit_fails_neither_database_changes(
     client: httpx.AsyncClient, session: AsyncSession, audit_session: AsyncSession
 ) -> None:
