@@ -1,0 +1,221 @@
+"""SIGTERM with a stalled export reader and a download in flight: a bounded, clean exit.
+
+A baked service on PostgreSQL runs under uvicorn with the graceful timeout its Dockerfile
+sets. One client never reads its export; another is downloading the export when SIGTERM
+arrives. The download must complete, the process must exit within the timeout plus a
+margin, and no backend may be left `idle in transaction`, neither while the stalled
+client waits nor afterwards.
+"""
+
+import asyncio
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import URL, make_url
+
+from tests.conftest import BIN, Bake, run, server_url
+
+# Enough NDJSON (about 10 MB) that the stalled client's socket buffers fill up.
+NOTES = 10_000
+# Beyond the graceful timeout: the lifespan's shutdown and the interpreter's exit.
+MARGIN = 5
+
+
+def _graceful_timeout(project: Path) -> int:
+    """The `--timeout-graceful-shutdown` of the image's command; make dev uses the same."""
+    dockerfile = (project / "Dockerfile").read_text()
+    found = re.search(r"^CMD .*--timeout-graceful-shutdown (\d+)", dockerfile, re.MULTILINE)
+    assert found is not None, "the Dockerfile's CMD sets no --timeout-graceful-shutdown"
+    makefile = (project / "Makefile").read_text()
+    assert f"GRACEFUL_TIMEOUT ?= {found.group(1)}\n" in makefile
+    assert "--timeout-graceful-shutdown $(GRACEFUL_TIMEOUT)" in makefile
+    return int(found.group(1))
+
+
+@contextmanager
+def _database(server: URL) -> Iterator[str]:
+    """A new, empty database on `server`, as a plain postgresql:// URL; dropped afterwards."""
+    name = f"graceful_{uuid.uuid4().hex[:8]}"
+    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    asyncio.run(_admin(admin, f"CREATE DATABASE {name}"))
+    try:
+        yield server.set(drivername="postgresql", database=name).render_as_string(
+            hide_password=False
+        )
+    finally:
+        asyncio.run(_admin(admin, f"DROP DATABASE {name} WITH (FORCE)"))
+
+
+async def _admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def _seed(url: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        author = uuid.uuid4()
+        await connection.execute(
+            "INSERT INTO users (id, email, username, full_name, preferences)"
+            " VALUES ($1, 'author@example.com', 'author', '', '{}')",
+            author,
+        )
+        await connection.execute(
+            "INSERT INTO notes (user_id, title, body)"
+            " SELECT $1, 'note ' || n, repeat('x', 1000) FROM generate_series(1, $2) AS n",
+            author,
+            NOTES,
+        )
+    finally:
+        await connection.close()
+
+
+async def _idle_in_transaction(url: str) -> int:
+    """How many backends of `url`'s database sit idle inside a transaction."""
+    connection = await asyncpg.connect(url)
+    try:
+        count: int = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+        )
+        return count
+    finally:
+        await connection.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_until_live(port: int, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=1):
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    pytest.fail(f"the service did not start:\n{log.read_text()[-4000:]}")
+
+
+def _stalled_export(port: int) -> socket.socket:
+    """A client that asks for the export, reads the status line, and then reads no more."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills up sooner
+    client.connect(("127.0.0.1", port))
+    client.sendall(b"GET /export/notes HTTP/1.1\r\nHost: test\r\n\r\n")
+    status = client.recv(64)
+    assert status.startswith(b"HTTP/1.1 200"), status
+    return client
+
+
+class _Download(threading.Thread):
+    """Reads the first chunk of the export, waits for `resume`, then reads it to the end."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.started = threading.Event()
+        self.resume = threading.Event()
+        self.lines = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            connection.request("GET", "/export/notes")
+            response = connection.getresponse()
+            body = response.read(65536)
+            self.started.set()
+            self.resume.wait(timeout=30)
+            body += response.read()  # raises IncompleteRead if the stream is cut short
+            self.lines = body.count(b"\n")
+            connection.close()
+        except BaseException as exc:  # reported by the test, in its own thread
+            self.error = exc
+            self.started.set()
+
+
+def test_sigterm_finishes_downloads_and_exits_within_the_graceful_timeout(
+    bake: Bake, tmp_path: Path
+) -> None:
+    server = make_url(server_url("TEST_DATABASE_URL", "PostgreSQL"))
+    if server.get_backend_name() != "postgresql":
+        pytest.fail(f"TEST_DATABASE_URL must name a PostgreSQL server, not {server.drivername}")
+    project = bake()
+    graceful_timeout = _graceful_timeout(project)
+    with _database(server) as url:
+        env = {"DATABASE_URL": url, "EXPORT_SEND_TIMEOUT": "60"}
+        migrated = run("python", "-m", "app.migrate", "upgrade", cwd=project, env=env)
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        asyncio.run(_seed(url))
+
+        port = _free_port()
+        log = tmp_path / "uvicorn.log"
+        with log.open("w") as output:
+            service = subprocess.Popen(
+                [
+                    *(BIN / "uvicorn", "app.main:create_app", "--factory", "--no-access-log"),
+                    *("--host", "127.0.0.1", "--port", str(port)),
+                    *("--timeout-graceful-shutdown", str(graceful_timeout)),
+                ],
+                cwd=project,
+                env={**os.environ, **env},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        stalled = None
+        try:
+            _wait_until_live(port, service, log)
+            stalled = _stalled_export(port)
+            download = _Download(port)
+            download.start()
+            assert download.started.wait(timeout=10)
+            time.sleep(1)  # the stalled client's buffers fill, and the export waits on it
+            idle_while_stalled = asyncio.run(_idle_in_transaction(url))
+
+            signalled = time.monotonic()
+            os.killpg(service.pid, signal.SIGTERM)
+            download.resume.set()
+            try:
+                service.wait(timeout=graceful_timeout + MARGIN)
+            except subprocess.TimeoutExpired:
+                pytest.fail(
+                    f"still running {graceful_timeout + MARGIN} s after SIGTERM:\n"
+                    + log.read_text()[-4000:]
+                )
+            exited_after = time.monotonic() - signalled
+            download.join(timeout=10)
+        finally:
+            if service.poll() is None:
+                os.killpg(service.pid, signal.SIGKILL)
+                service.wait()
+            if stalled is not None:
+                stalled.close()
+
+        assert idle_while_stalled == 0
+        assert download.error is None, repr(download.error)
+        assert download.lines == NOTES
+        assert exited_after < graceful_timeout + MARGIN
+        assert asyncio.run(_idle_in_transaction(url)) == 0
