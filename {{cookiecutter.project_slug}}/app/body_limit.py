@@ -5,7 +5,7 @@ reads the whole body before it validates a byte of it. A request that declares a
 larger `Content-Length` is refused before the app sees it. A body of unknown length
 (`Transfer-Encoding: chunked`) is counted as it arrives, and the request ends with
 the first chunk that passes the limit, so at most `max_body_bytes` plus one chunk
-(the server's read size, 64 KiB with uvicorn) is ever in memory.
+(what the server read from the socket at once) is ever in memory.
 
 The 413 carries the service's error body, code `content_too_large`. FastAPI's own
 `max_body_size` would answer in two other shapes (Starlette's plain text, or
