@@ -18,6 +18,11 @@ class LayerPool(AsyncAdaptedQueuePool):
     engine itself. A caller's own engine keeps SQLAlchemy's `TimeoutError`.
     """
 
+    # SQLAlchemy names a pool's logger after its class's module; this keeps the pool's
+    # lines under `sqlalchemy.pool`, which SQLAlchemy quiets to WARNING unless the
+    # engine asks for `echo_pool`, instead of logging "Pool disposed" at the app's INFO.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.LayerPool"
+
     def connect(self) -> PoolProxiedConnection:
         # Engine.raw_connection() checks out through here, ORM flushes included.
         try:

@@ -1,6 +1,7 @@
 """`async with db():` blocks, the error messages around them, and pool checkout deadlines."""
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -142,6 +143,19 @@ async def test_pool_checkout_deadline_raises_the_typed_error(
     assert isinstance(caught.value, TimeoutError)
     assert isinstance(caught.value, CapacityError)
     assert "pool_size / max_overflow" in str(caught.value)
+
+
+async def test_the_layers_pool_logs_under_sqlalchemys_quiet_logger(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = create_engine(database_url)
+    with caplog.at_level(logging.INFO):
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        await engine.dispose()
+
+    assert type(engine.pool).__name__ == "LayerPool"
+    assert [record.name for record in caplog.records if "Pool" in record.getMessage()] == []
 
 
 async def test_an_engine_of_the_callers_keeps_sqlalchemys_timeout(
