@@ -9,6 +9,8 @@ says how many SQL statements the request ran, which is how N+1 query patterns sh
 
 `configure_logging()` formats the app's records as JSON; `log-config.json` in the
 project root makes uvicorn's own lines (startup, shutdown, access) the same JSON lines.
+The engines hide statement parameters; the formatter also hides the row values that
+database servers quote in their own error messages, so no log line carries users' data.
 """
 
 import json
@@ -18,6 +20,7 @@ import sys
 import time
 import uuid
 from contextvars import ContextVar
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy import event
@@ -33,6 +36,7 @@ __all__ = [
     "configure_logging",
     "count_statements",
     "current_request_id",
+    "hide_row_values",
 ]
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -53,6 +57,16 @@ _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 _statements: ContextVar[list[int] | None] = ContextVar("sql_statements", default=None)
 
 logger = logging.getLogger("app.requests")
+
+_ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+# Where database servers quote row values in their error messages, which an engine's
+# hide_parameters cannot reach: PostgreSQL's DETAIL line ("Key (email)=(ann@...) already
+# exists", "Failing row contains (...)") and MySQL's "Duplicate entry '...' for key".
+_ROW_VALUES = (
+    (re.compile(r"^(\s*DETAIL:).*$", re.MULTILINE), r"\1 [row values hidden]"),
+    (re.compile(r"Duplicate entry '.*?' for key", re.DOTALL), "Duplicate entry [hidden] for key"),
+)
 
 
 def current_request_id() -> str | None:
@@ -80,6 +94,16 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+    def formatException(self, ei: _ExcInfo) -> str:
+        return hide_row_values(super().formatException(ei))
+
+
+def hide_row_values(text: str) -> str:
+    """`text` with the row values that database error messages quote replaced."""
+    for pattern, replacement in _ROW_VALUES:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def configure_logging(level: str) -> None:

@@ -17,7 +17,7 @@ from starlette.types import Message
 
 from app.db import db
 from app.errors import RETRY_AFTER_SECONDS, ConflictError
-from app.observability import JsonFormatter
+from app.observability import JsonFormatter, hide_row_values
 from tests.asgi import http_scope
 from tests.conftest import serve
 from tests.pools import queue_pool
@@ -281,3 +281,47 @@ async def test_a_failed_statement_shows_its_sql_but_no_parameter_values(
     [error] = exceptions_in(logged)
     assert "no_such_table" in error["exception"]  # enough to find the failing statement
     assert SECRET not in json.dumps(logged) + response.text
+
+
+async def test_row_values_the_database_quotes_stay_out_of_the_log(
+    make_live_app: Callable[..., FastAPI], logged: list[dict[str, Any]]
+) -> None:
+    # PostgreSQL quotes the refused row in its DETAIL line, which hide_parameters cannot
+    # reach; a CHECK violation is logged by the IntegrityError handler with its traceback.
+    app = make_live_app()
+
+    @app.get("/probe/refused-row")
+    async def refused_row() -> None:
+        await db.session.execute(
+            text("CREATE TEMPORARY TABLE probe_checked (value VARCHAR(50) CHECK (value = 'ok'))")
+        )
+        await db.session.execute(
+            text("INSERT INTO probe_checked VALUES (:value)"), {"value": SECRET}
+        )
+
+    async with serve(app) as client:
+        response = await client.get("/probe/refused-row")
+
+    assert response.status_code == 500
+    assert exceptions_in(logged)  # the failure is logged, with its traceback
+    assert SECRET not in json.dumps(logged) + response.text
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        (
+            'duplicate key value violates unique constraint "uq_users_email"\n'
+            "DETAIL:  Key (email)=(ann@example.com) already exists.",
+            'duplicate key value violates unique constraint "uq_users_email"\n'
+            "DETAIL: [row values hidden]",
+        ),
+        (
+            "(1062, \"Duplicate entry 'ann@example.com' for key 'uq_users_email'\")",
+            "(1062, \"Duplicate entry [hidden] for key 'uq_users_email'\")",
+        ),
+        ("UNIQUE constraint failed: users.email", "UNIQUE constraint failed: users.email"),
+    ],
+)
+def test_each_backends_quoted_values_are_hidden(message: str, shown: str) -> None:
+    assert hide_row_values(message) == shown
