@@ -2,38 +2,20 @@
 
 import os
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from tests.conftest import Bake
+from tests.servers import free_port, status_of
 
 # `make dev` creates the virtualenv and installs from the package index first.
 STARTUP_DEADLINE = 600
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _get(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            status: int = response.status
-            return status
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
-
-
 def test_make_dev_serves_health_live(bake: Bake, tmp_path: Path) -> None:
     project = bake()
-    port = _free_port()
+    port = free_port()
     # The baked project builds its own virtualenv, as it would on a laptop.
     env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
     log_path = tmp_path / "make-dev.log"
@@ -51,7 +33,7 @@ def test_make_dev_serves_health_live(bake: Bake, tmp_path: Path) -> None:
         status = None
         while status != 200 and server.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
-            status = _get(f"http://127.0.0.1:{port}/health/live")
+            status = status_of(f"http://127.0.0.1:{port}/health/live")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -63,4 +45,4 @@ def test_make_dev_serves_health_live(bake: Bake, tmp_path: Path) -> None:
 
     assert status == 200, output[-4000:]
     assert f"Serving on http://127.0.0.1:{port}" in output
-    assert _get(f"http://127.0.0.1:{port}/health/live") is None, "the server outlived make dev"
+    assert status_of(f"http://127.0.0.1:{port}/health/live") is None, "the server outlived make dev"

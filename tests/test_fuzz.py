@@ -9,25 +9,17 @@ requests every time; `MAX_EXAMPLES` bounds how many (about 1,500 per database, i
 under a minute each).
 """
 
-import asyncio
 import json
 import os
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from tests.conftest import BIN, bake_into, run, server_url
+from tests.servers import free_port, new_database, wait_until_answering
 from tests.variants import VARIANTS
 
 MAX_EXAMPLES = 100
@@ -47,7 +39,6 @@ MIN_CASES = 1000
 # What one schemathesis run may take before the test gives up on it.
 RUN_DEADLINE = 300
 STARTUP_DEADLINE = 60
-ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "mysql": "mysql+aiomysql"}
 
 DATABASES = [
     pytest.param("default", "TEST_DATABASE_URL", "PostgreSQL", id="postgresql"),
@@ -55,41 +46,10 @@ DATABASES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-async def _execute(server: str, statement: str) -> None:
-    url = make_url(server)
-    url = url.set(drivername=ASYNC_DRIVERS[url.get_backend_name().replace("mariadb", "mysql")])
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-@contextmanager
-def _new_database(server: str) -> Iterator[str]:
-    """The URL of a new, empty database on `server`, dropped when the block ends."""
-    url = make_url(server)
-    name = f"fuzz_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_execute(server, f"CREATE DATABASE {name}"))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        force = " WITH (FORCE)" if url.get_backend_name() == "postgresql" else ""
-        asyncio.run(_execute(server, f"DROP DATABASE {name}{force}"))
-
-
 @contextmanager
 def _serving(project: Path, env: dict[str, str], log_path: Path) -> Iterator[str]:
     """The base URL of the baked app under uvicorn, ready to answer."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         listen = ["--host", "127.0.0.1", "--port", str(port)]
@@ -101,11 +61,7 @@ def _serving(project: Path, env: dict[str, str], log_path: Path) -> Iterator[str
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + STARTUP_DEADLINE
-        while not _ready(base):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the app did not get ready:\n{log_path.read_text()}")
-            time.sleep(0.2)
+        wait_until_answering(f"{base}/health/ready", server, log_path, deadline=STARTUP_DEADLINE)
         yield base
     finally:
         server.terminate()
@@ -116,14 +72,6 @@ def _serving(project: Path, env: dict[str, str], log_path: Path) -> Iterator[str
             server.wait()
 
 
-def _ready(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{base}/health/ready", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
 @pytest.mark.parametrize(("variant", "variable", "what"), DATABASES)
 def test_no_request_gets_a_server_error_or_an_undocumented_status(
     tmp_path: Path, variant: str, variable: str, what: str
@@ -131,7 +79,8 @@ def test_no_request_gets_a_server_error_or_an_undocumented_status(
     server = server_url(variable, what)
     project = bake_into(tmp_path / "bake", **VARIANTS[variant])
     report = tmp_path / "schemathesis.json"
-    with _new_database(server) as database_url:
+    with new_database(server, "fuzz") as database:
+        database_url = database.render_as_string(hide_password=False)
         env = {"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
         migrated = run(BIN / "python", "-m", "app.migrate", "upgrade", cwd=project, env=env)
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr

@@ -16,23 +16,21 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import URL, make_url
+from sqlalchemy import make_url
 
 from tests.conftest import BIN, Bake, run, server_url
+from tests.servers import free_port, new_database, wait_until_answering
 
 # Enough NDJSON (about 10 MB) that the stalled client's socket buffers fill up.
 NOTES = 10_000
 # Beyond the graceful timeout: the lifespan's shutdown and the interpreter's exit.
 MARGIN = 5
+STARTUP_DEADLINE = 30
 
 
 def _graceful_timeout(project: Path) -> int:
@@ -44,28 +42,6 @@ def _graceful_timeout(project: Path) -> int:
     assert f"GRACEFUL_TIMEOUT ?= {found.group(1)}\n" in makefile
     assert "--timeout-graceful-shutdown $(GRACEFUL_TIMEOUT)" in makefile
     return int(found.group(1))
-
-
-@contextmanager
-def _database(server: URL) -> Iterator[str]:
-    """A new, empty database on `server`, as a plain postgresql:// URL; dropped afterwards."""
-    name = f"graceful_{uuid.uuid4().hex[:8]}"
-    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    asyncio.run(_admin(admin, f"CREATE DATABASE {name}"))
-    try:
-        yield server.set(drivername="postgresql", database=name).render_as_string(
-            hide_password=False
-        )
-    finally:
-        asyncio.run(_admin(admin, f"DROP DATABASE {name} WITH (FORCE)"))
-
-
-async def _admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 async def _seed(url: str) -> None:
@@ -98,24 +74,6 @@ async def _idle_in_transaction(url: str) -> int:
         return count
     finally:
         await connection.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_until_live(port: int, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=1):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.2)
-    pytest.fail(f"the service did not start:\n{log.read_text()[-4000:]}")
 
 
 def _stalled_export(port: int) -> socket.socket:
@@ -164,13 +122,14 @@ def test_sigterm_finishes_downloads_and_exits_within_the_graceful_timeout(
         pytest.fail(f"TEST_DATABASE_URL must name a PostgreSQL server, not {server.drivername}")
     project = bake()
     graceful_timeout = _graceful_timeout(project)
-    with _database(server) as url:
+    with new_database(server.render_as_string(hide_password=False), "graceful") as database:
+        url = database.set(drivername="postgresql").render_as_string(hide_password=False)
         env = {"DATABASE_URL": url, "EXPORT_SEND_TIMEOUT": "60"}
         migrated = run("python", "-m", "app.migrate", "upgrade", cwd=project, env=env)
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
         asyncio.run(_seed(url))
 
-        port = _free_port()
+        port = free_port()
         log = tmp_path / "uvicorn.log"
         with log.open("w") as output:
             service = subprocess.Popen(
@@ -187,7 +146,8 @@ def test_sigterm_finishes_downloads_and_exits_within_the_graceful_timeout(
             )
         stalled = None
         try:
-            _wait_until_live(port, service, log)
+            live = f"http://127.0.0.1:{port}/health/live"
+            wait_until_answering(live, service, log, deadline=STARTUP_DEADLINE)
             stalled = _stalled_export(port)
             download = _Download(port)
             download.start()

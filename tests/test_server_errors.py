@@ -3,13 +3,12 @@ the server's lines are one JSON object each, the 500's traceback logged once."""
 
 import http.client
 import json
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import BIN, Bake, run
+from tests.servers import free_port, wait_until_answering
 
 # The baked app plus a route that fails; nothing else in the bake is changed.
 PROBE = """\
@@ -23,25 +22,6 @@ async def crash() -> None:
     raise RuntimeError("the probe failed on purpose")
 """
 STARTUP_DEADLINE = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_until_serving(server: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    # uvicorn listens once the app's startup has completed.
-    deadline = time.monotonic() + STARTUP_DEADLINE
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"uvicorn is not serving on port {port}:\n{log_path.read_text()}")
 
 
 def _json_lines(output: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -60,7 +40,7 @@ def test_a_500_keeps_the_connection_and_is_logged_once_as_json(bake: Bake, tmp_p
     migrated = run(BIN / "python", "-m", "app.migrate", "upgrade", cwd=project)
     assert migrated.returncode == 0, migrated.stderr
     (project / "probe.py").write_text(PROBE)
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "uvicorn.log"
     with log_path.open("wb") as log:
         # The access log is on here, unlike in `make dev`, to show its lines are JSON too.
@@ -72,7 +52,8 @@ def test_a_500_keeps_the_connection_and_is_logged_once_as_json(bake: Bake, tmp_p
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_until_serving(server, port, log_path)
+        live = f"http://127.0.0.1:{port}/health/live"
+        wait_until_answering(live, server, log_path, deadline=STARTUP_DEADLINE)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.request("GET", "/probe/crash", headers={"X-Request-ID": "probe-500"})
         failed = connection.getresponse()
