@@ -1,6 +1,9 @@
 """sync() builds or upgrades; `verify` refuses a database the code cannot run on; the CLI."""
 
+import asyncio
 import shutil
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -115,27 +118,39 @@ async def test_verify_refuses_a_database_ahead_of_the_code(
         await ensure_up_to_date(engine, database=database)
 
 
+CliAt = Callable[[str, str], str]
+
+
+@pytest.fixture
+def cli_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[CliAt]:
+    """Points `python -m app.migrate` at a URL for one database; returns the variable set."""
+
+    def point(database: str, url: str) -> str:
+        variable = (alembic_config(database).get_main_option("database_url_setting") or "").upper()
+        monkeypatch.setenv(variable, url)
+        monkeypatch.setenv("SECRET_KEY", "test-secret")
+        get_settings.cache_clear()  # the command line reads the settings once per process
+        return variable
+
+    yield point
+    get_settings.cache_clear()
+
+
 async def test_command_line(
     new_database: NewDatabase,
     database: str,
-    monkeypatch: pytest.MonkeyPatch,
+    cli_at: CliAt,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     engine = await new_database()
-    setting = alembic_config(database).get_main_option("database_url_setting") or ""
-    monkeypatch.setenv(setting.upper(), engine.url.render_as_string(hide_password=False))
-    monkeypatch.setenv("SECRET_KEY", "test-secret")
-    get_settings.cache_clear()
-    try:
-        assert await migrate_cli(["sync", "--database", database]) == 0
-        assert await migrate_cli(["verify", "--database", database]) == 0
-        assert await migrate_cli(["current", "--database", database]) == 0
-        async with engine.begin() as connection:
-            await connection.execute(text("DELETE FROM alembic_version"))
-            await connection.execute(text("INSERT INTO alembic_version VALUES ('feedfacecafe')"))
-        assert await migrate_cli(["verify", "--database", database]) == 1
-    finally:
-        get_settings.cache_clear()
+    cli_at(database, engine.url.render_as_string(hide_password=False))
+    assert await migrate_cli(["sync", "--database", database]) == 0
+    assert await migrate_cli(["verify", "--database", database]) == 0
+    assert await migrate_cli(["current", "--database", database]) == 0
+    async with engine.begin() as connection:
+        await connection.execute(text("DELETE FROM alembic_version"))
+        await connection.execute(text("INSERT INTO alembic_version VALUES ('feedfacecafe')"))
+    assert await migrate_cli(["verify", "--database", database]) == 1
 
     out, err = capsys.readouterr()
     assert f"{database} database" in out
@@ -149,25 +164,19 @@ async def test_command_line(
 async def test_the_command_line_says_which_of_the_three_outcomes_happened(
     new_database: NewDatabase,
     database: str,
-    monkeypatch: pytest.MonkeyPatch,
+    cli_at: CliAt,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     engine = await new_database()
-    setting = alembic_config(database).get_main_option("database_url_setting") or ""
-    monkeypatch.setenv(setting.upper(), engine.url.render_as_string(hide_password=False))
-    monkeypatch.setenv("SECRET_KEY", "test-secret")
+    cli_at(database, engine.url.render_as_string(hide_password=False))
     head = _head(database) or "base"
-    get_settings.cache_clear()
-    try:
-        said = []
-        for action in (["upgrade", "base"], ["sync"], ["sync"], ["upgrade"]):
-            assert await migrate_cli([*action, "--database", database]) == 0
-            said.append(capsys.readouterr().out.split(": ", 1)[1].strip())
-        await downgrade(engine, "base", database=database)
-        assert await migrate_cli(["sync", "--database", database]) == 0
+    said = []
+    for action in (["upgrade", "base"], ["sync"], ["sync"], ["upgrade"]):
+        assert await migrate_cli([*action, "--database", database]) == 0
         said.append(capsys.readouterr().out.split(": ", 1)[1].strip())
-    finally:
-        get_settings.cache_clear()
+    await downgrade(engine, "base", database=database)
+    assert await migrate_cli(["sync", "--database", database]) == 0
+    said.append(capsys.readouterr().out.split(": ", 1)[1].strip())
 
     if head == "base":  # a database without migrations has nothing to move
         assert said == ["already up to date at base"] * 5
@@ -186,23 +195,25 @@ async def test_the_command_line_names_an_unreachable_database_in_one_line(
     database: str,
     database_url: str,
     action: str,
-    monkeypatch: pytest.MonkeyPatch,
+    cli_at: CliAt,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    setting = alembic_config(database).get_main_option("database_url_setting") or ""
-    monkeypatch.setenv(setting.upper(), unreachable_url(database_url))
-    monkeypatch.setenv("SECRET_KEY", "test-secret")
-    get_settings.cache_clear()
-    try:
-        assert await migrate_cli([action, "--database", database]) == 1
-    finally:
-        get_settings.cache_clear()
+    variable = cli_at(database, unreachable_url(database_url))
+    assert await migrate_cli([action, "--database", database]) == 1
+    await _let_aiosqlite_threads_finish()
 
     out, err = capsys.readouterr()
     assert out == ""
     assert len(err.splitlines()) == 1
     assert err.startswith(f"error: cannot connect to the {database} database (")
-    assert err.rstrip().endswith(
-        f"; check {setting.upper()} and that the database server is running."
-    )
+    assert err.rstrip().endswith(f"; check {variable} and that the database server is running.")
     assert SECRET_PASSWORD not in err
+
+
+async def _let_aiosqlite_threads_finish() -> None:
+    # aiosqlite answers a failed connect by stopping its worker thread, which reports
+    # back to the event loop a moment later, on a future nobody awaits. Should the loop
+    # close first (the session's last test), the thread fails and pytest reports it.
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_connection_worker_thread)"):
+            await asyncio.to_thread(thread.join, 5)
