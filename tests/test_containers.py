@@ -1,20 +1,34 @@
 """The Dockerfile and compose.yaml of every variant are consistent with the project.
 
-No Docker engine runs where these tests run, so they check what can be checked
-without one: the compose file parses, sets only settings the service reads, and
-waits for each database it defines; the Dockerfile copies files that exist and
-starts the modules the project has.
+No Docker engine runs where these tests run, so they check what can be checked without
+one: compose.yaml is valid against the Compose specification, gives every service that
+runs the image the settings the app needs (the app's own Settings must accept them), and
+orders the start (databases healthy, then the migration, then the app); the Dockerfile
+passes hadolint, copies files that exist and that .dockerignore lets through, builds
+from uv.lock, and starts modules the project has; and the health checks of both, run
+against a real server, pass when they should and fail when they should.
 """
 
+import fnmatch
+import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import bake_into
+from tests.conftest import BIN, bake_into, run
+from tests.servers import free_port, status_of, wait_until_answering
 from tests.variants import VARIANTS
+
+STARTUP_DEADLINE = 120
+DATABASE_SERVICES = {"db", "audit-db"}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -22,43 +36,226 @@ def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return bake_into(tmp_path_factory.mktemp(request.param), **VARIANTS[request.param])
 
 
+def _compose(project: Path) -> dict[str, Any]:
+    compose: dict[str, Any] = yaml.safe_load((project / "compose.yaml").read_text())
+    return compose
+
+
+def _app_services(compose: dict[str, Any], project: Path) -> dict[str, dict[str, Any]]:
+    """The services that run the project's own image."""
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if service.get("image") == project.name
+    }
+
+
 def _documented_settings(project: Path) -> set[str]:
     example = (project / ".env.example").read_text()
     return set(re.findall(r"^#? ?([A-Z_]+)=", example, flags=re.MULTILINE))
 
 
-def test_compose_sets_only_documented_settings_and_waits_for_its_databases(
+def _host(url: str) -> str:
+    match = re.match(r"\w+://(?:[^@/]*@)?([^:/]*)", url)
+    assert match is not None, url
+    return match.group(1)
+
+
+def _module_exists(project: Path, module: str) -> bool:
+    path = module.replace(".", "/")
+    return (project / f"{path}.py").exists() or (project / path / "__init__.py").exists()
+
+
+def test_compose_follows_the_compose_specification(project: Path) -> None:
+    result = run(
+        "check-jsonschema", "--builtin-schema", "vendor.compose-spec", "compose.yaml", cwd=project
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (project / "compose.yaml").read_text()
+    assert "\n\n\n" not in text
+    assert [line for line in text.splitlines() if line != line.rstrip()] == []
+
+
+def test_every_app_service_has_the_settings_the_app_accepts(project: Path, tmp_path: Path) -> None:
+    compose = _compose(project)
+    services = _app_services(compose, project)
+    assert {"migrate", "app"} <= set(services)
+    for name, service in services.items():
+        environment = {
+            key: re.sub(r"\$\{SECRET_KEY:\?[^}]*\}", "a-secret-from-env", str(value))
+            for key, value in service["environment"].items()
+        }
+        assert set(environment) <= _documented_settings(project), name
+        for key, url in environment.items():
+            if key.endswith("_URL") and not url.startswith("sqlite"):
+                assert _host(url) in compose["services"], f"{name}: {key}={url}"
+        # The app's own Settings, from this environment alone (no .env in the working
+        # directory): a missing setting or a value it refuses fails here.
+        check = subprocess.run(
+            [sys.executable, "-c", "from app.settings import Settings; Settings()"],
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(project), **environment},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert check.returncode == 0, f"{name}: {check.stderr[-3000:]}"
+
+
+def test_compose_starts_databases_then_the_migration_then_the_app(project: Path) -> None:
+    compose = _compose(project)
+    services = compose["services"]
+    databases = DATABASE_SERVICES & set(services)
+    migrate = services["migrate"]
+
+    assert migrate["command"] == ["python", "-m", "app.migrate", "upgrade"]
+    assert _module_exists(project, "app.migrate")
+    assert migrate["restart"] == "no"
+    assert migrate.get("depends_on", {}) == {
+        name: {"condition": "service_healthy"} for name in databases
+    }
+    for name, service in _app_services(compose, project).items():
+        if name == "migrate":
+            continue
+        assert service["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"
+        }, name
+        assert "/health/ready" in " ".join(service["healthcheck"]["test"]), name
+    for name, service in services.items():
+        for target, condition in service.get("depends_on", {}).items():
+            assert target in services, f"{name} depends on {target}, which is not a service"
+            if condition["condition"] == "service_healthy":
+                assert "test" in services[target]["healthcheck"], f"{target} has no health check"
+            # A service outside a profile cannot wait for one inside it.
+            assert set(services[target].get("profiles", [])) <= set(service.get("profiles", []))
+
+
+def test_the_pooler_profile_puts_pgbouncer_between_a_second_app_and_the_database(
     project: Path,
 ) -> None:
-    compose = yaml.safe_load((project / "compose.yaml").read_text())
-    app = compose["services"]["app"]
-    databases = set(compose["services"]) - {"app"}
+    services = _compose(project)["services"]
+    in_profile = {name for name, service in services.items() if "profiles" in service}
+    if "asyncpg" not in (project / "pyproject.toml").read_text().split("[dependency-groups]")[0]:
+        assert in_profile == set(), "PgBouncer pools PostgreSQL connections only"
+        return
 
-    assert set(app["environment"]) <= _documented_settings(project)
-    assert set(app.get("depends_on", {})) == databases
-    for name in databases:
-        assert "healthcheck" in compose["services"][name]
-        assert app["depends_on"][name] == {"condition": "service_healthy"}
-    for url in (value for key, value in app["environment"].items() if key.endswith("_URL")):
-        host = re.match(r"\w+://(?:[^@/]*@)?([^:/]*)", url)
-        assert host is not None
-        assert host.group(1) in databases | {""}, url
+    assert in_profile == {"pooler", "app-pooled"}
+    assert all(services[name]["profiles"] == ["pooler"] for name in in_profile)
+    pooler = services["pooler"]
+    assert pooler["environment"]["POOL_MODE"] == "transaction"
+    assert _host(pooler["environment"]["DATABASE_URL"]) == "db"
+    pooled = services["app-pooled"]["environment"]
+    assert pooled["DATABASE_POOLER"] == "pgbouncer"
+    assert _host(pooled["DATABASE_URL"]) == "pooler"
+    assert _host(pooled["DATABASE_DIRECT_URL"]) == "db"
+    app = services["app"]["environment"]
+    assert {key: value for key, value in app.items() if key != "DATABASE_URL"} == {
+        key: value
+        for key, value in pooled.items()
+        if key not in {"DATABASE_URL", "DATABASE_DIRECT_URL", "DATABASE_POOLER"}
+    }
 
 
-def test_dockerfile_copies_existing_files_and_runs_existing_modules(project: Path) -> None:
-    dockerfile = (project / "Dockerfile").read_text()
+def _dockerfile(project: Path) -> list[str]:
+    """The Dockerfile's instructions, each on one line."""
+    text = (project / "Dockerfile").read_text().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+
+
+def test_dockerfile_passes_hadolint(project: Path) -> None:
+    result = run("hadolint", "Dockerfile", cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_copies_files_that_exist_and_reach_the_build(project: Path) -> None:
     copied = [
         source
-        for line in dockerfile.splitlines()
-        if line.startswith("COPY ")
+        for line in _dockerfile(project)
+        if line.startswith("COPY ") and "--from=" not in line
         for source in shlex.split(line)[1:-1]
     ]
-    command = re.search(r"^CMD (.+)$", dockerfile, flags=re.MULTILINE)
+    ignored = [
+        line.rstrip("/")
+        for line in (project / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
 
-    assert copied
+    assert "uv.lock" in copied
+    if not (project / "uv.lock").exists():
+        why = "uv is not on PATH" if shutil.which("uv") is None else "its `uv lock` wrote none"
+        pytest.fail(f"the bake has no uv.lock, which the post-gen hook writes: {why}")
     assert [source for source in copied if not (project / source).exists()] == []
-    assert command is not None
-    for module in re.findall(r"python -m ([\w.]+)|uvicorn ([\w.]+):", command.group(1)):
-        path = (module[0] or module[1]).replace(".", "/")
-        assert (project / f"{path}.py").exists() or (project / path).is_dir(), path
-    assert "USER app" in dockerfile
+    assert [
+        source
+        for source in copied
+        for pattern in ignored
+        if fnmatch.fnmatch(source, pattern.removeprefix("**/"))
+    ] == []
+
+
+def test_dockerfile_builds_from_the_lock_and_runs_the_server_unprivileged(project: Path) -> None:
+    instructions = _dockerfile(project)
+    stages = [line for line in instructions if line.startswith("FROM ")]
+    runtime = instructions[instructions.index(stages[-1]) :]
+    syncs = [line for line in instructions if "uv sync" in line]
+    user = next(line for line in runtime if line.startswith("USER "))
+    healthcheck = next(line for line in runtime if line.startswith("HEALTHCHECK "))
+    command = json.loads(next(line for line in runtime if line.startswith("CMD "))[4:])
+
+    assert len(stages) == 2
+    assert len(syncs) == 2
+    assert all("--locked" in line and "--no-dev" in line for line in syncs)
+    assert all("--mount=type=cache,target=/root/.cache/uv" in line for line in syncs)
+    assert user.split()[1].split(":")[0] not in {"root", "0"}
+    assert "/health/live" in healthcheck
+    assert command[:2] == ["python", "-m"]
+    assert _module_exists(project, command[2]), command
+
+
+def _probe(command: list[str], port: int) -> subprocess.CompletedProcess[str]:
+    """Run a health check's command (`python -c ...`) against the server on `port`."""
+    assert command[:2] == ["python", "-c"], command
+    assert "127.0.0.1:8000/" in command[2], command
+    code = command[2].replace("127.0.0.1:8000/", f"127.0.0.1:{port}/")
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_health_checks_pass_once_the_app_is_ready(tmp_path: Path) -> None:
+    project = bake_into(tmp_path, database="sqlite", include_example_api="no")
+    dockerfile_check = json.loads(
+        next(line for line in _dockerfile(project) if line.startswith("HEALTHCHECK ")).split(
+            " CMD ", 1
+        )[1]
+    )
+    compose_check = _compose(project)["services"]["app"]["healthcheck"]["test"]
+    assert compose_check[0] == "CMD"
+    port = free_port()
+    log = tmp_path / "server.log"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [BIN / "uvicorn", "app.main:create_app", "--factory", "--port", str(port)],
+            cwd=project,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_answering(
+            f"http://127.0.0.1:{port}/health/live", server, log, deadline=STARTUP_DEADLINE
+        )
+        # Not migrated yet: alive, but not ready for traffic.
+        assert status_of(f"http://127.0.0.1:{port}/health/ready") == 503
+        assert _probe(dockerfile_check, port).returncode == 0
+        assert _probe(compose_check[1:], port).returncode != 0
+
+        migrated = run("python", "-m", "app.migrate", "upgrade", cwd=project)
+        assert migrated.returncode == 0, migrated.stderr
+        assert _probe(compose_check[1:], port).returncode == 0, log.read_text()[-3000:]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert _probe(dockerfile_check, port).returncode != 0
