@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TEMPLATE := {{cookiecutter.project_slug}}
+# Quiets the banner that mkdocs-material 9.7+ prints on every build about its successor.
+export NO_MKDOCS_2_WARNING := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo bench clean
+.PHONY: help install test docs demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,7 +27,11 @@ test: install ## Lint the template's tests and hooks, then bake every variant an
 	$(BIN)/ruff check tests hooks tools benchmarks
 	$(BIN)/ruff format --check tests hooks tools benchmarks
 	$(BIN)/mypy --strict hooks
+	$(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -n auto
+
+docs: install ## Serve the docs site on http://127.0.0.1:8001, rebuilt on every change
+	$(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:8001
 
 demo: install ## Bake the default answers into ./demo/ and run its `make dev`
 	@test -d demo/my-service || $(BIN)/cookiecutter --no-input --output-dir demo .
@@ -35,4 +41,4 @@ bench: ## Benchmark the session layer against its peers on PostgreSQL (about 12 
 	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
 
 clean: ## Remove the virtualenv, the demo and caches
-	rm -rf $(VENV) demo .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) demo site .pytest_cache .ruff_cache .mypy_cache
