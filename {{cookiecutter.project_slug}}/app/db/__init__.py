@@ -9,6 +9,7 @@ The modules behind it are private, one concept each:
     _cleanup        ending sessions: commit or roll back, close, survive cancellation
     _engine         engines and session factories with the layer's defaults
     _pool           how many connections a pool hands out, and whether one is free
+    _replica        read replicas: which reads go there, and the replica's health
     _urls           one database URL for sync tools and async drivers
     _errors         the errors, each naming its fix
     _base           the models' declarative base and constraint naming
@@ -42,6 +43,7 @@ from ._mixins import INCLUDE_DELETED, CreatedAtMixin, SoftDeleteMixin, Timestamp
 from ._pool import has_free_connection, pool_capacity
 from ._proxy import SessionBlock, SessionProxy, db
 from ._queries import QueryMixin, fetch_page
+from ._replica import PRIMARY, Replica, use_primary
 from ._urls import to_async_url
 
 if typing.TYPE_CHECKING:
@@ -55,6 +57,7 @@ __all__ = [
     "INCLUDE_DELETED",
     "NAMING_CONVENTION",
     "NORMALIZE",
+    "PRIMARY",
     "Base",
     "CapacityError",
     "CreatedAtMixin",
@@ -65,6 +68,7 @@ __all__ = [
     "PortableJSON",
     "ProxyBindingError",
     "QueryMixin",
+    "Replica",
     "SQLAlchemyMiddleware",
     "SessionBlock",
     "SessionDep",
@@ -85,6 +89,7 @@ __all__ = [
     "pool_capacity",
     "session_dependency",
     "to_async_url",
+    "use_primary",
     "utc_now",
 ]
 

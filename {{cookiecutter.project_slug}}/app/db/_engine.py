@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import (
 
 from ._listeners import LayerSession, install_session_listeners
 from ._pool import pool_class_for
+from ._replica import Replica, routing_session_class, session_info
 from ._urls import to_async_url
 
 __all__ = ["SESSION_DEFAULTS", "create_engine", "create_session_factory"]
@@ -42,14 +43,21 @@ def create_engine(db_url: str | URL, engine_args: dict[str, Any] | None = None) 
 
 
 def create_session_factory(
-    engine: AsyncEngine, session_args: dict[str, Any] | None = None
+    engine: AsyncEngine,
+    session_args: dict[str, Any] | None = None,
+    *,
+    replica: Replica | None = None,
 ) -> async_sessionmaker[AsyncSession]:
     """A factory of sessions on `engine`; `session_args` override any default, `bind` too.
 
-    A `sync_session_class` of the caller's gets the layer's soft-delete filter too.
+    A `sync_session_class` of the caller's gets the layer's soft-delete filter too. With
+    a `replica`, the sessions send their safe reads to it (see `Replica`).
     """
     options = {**SESSION_DEFAULTS, **(session_args or {})}
     sync_session_class = options.setdefault("sync_session_class", LayerSession)
     install_session_listeners(sync_session_class)
+    if replica is not None:
+        options["sync_session_class"] = routing_session_class(sync_session_class)
+        options["info"] = {**options.get("info", {}), **session_info(replica)}
     options.setdefault("bind", engine)
     return async_sessionmaker(**options)

@@ -1,0 +1,301 @@
+"""Read-replica routing, proved on the servers: the replica answers `pg_is_in_recovery()` true.
+
+These tests need a PostgreSQL streaming replica of TEST_DATABASE_URL's server, named by
+TEST_REPLICA_URL (any database: the tests use the one the suite creates on the primary,
+which the replica receives). The template's own tests start such a replica and run this
+module against it; elsewhere it skips, since a replica is optional infrastructure.
+"""
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import Depends, FastAPI
+from sqlalchemy import func, insert, make_url, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.db import (
+    PRIMARY,
+    Replica,
+    SQLAlchemyMiddleware,
+    create_engine,
+    create_session_factory,
+    db,
+    use_primary,
+)
+from tests.db.conftest import Item, items
+
+pytestmark = pytest.mark.postgresql
+
+REPLICA_URL = os.environ.get("TEST_REPLICA_URL")
+# Long enough for the replica to replay a commit on a busy machine.
+DEADLINE = 30.0
+
+ON_REPLICA = select(func.pg_is_in_recovery())
+
+
+@pytest.fixture(scope="module")
+def replica_url(database_url: str, items_table: None) -> str:
+    if not REPLICA_URL:
+        pytest.skip("needs a streaming replica: set TEST_REPLICA_URL (tests/test_replica.py does)")
+    database = make_url(database_url).database
+    return make_url(REPLICA_URL).set(database=database).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+async def replica(replica_url: str) -> AsyncIterator[Replica]:
+    replica = Replica(replica_url, max_lag=60, engine_args={"pool_size": 2, "max_overflow": 0})
+    give_up = asyncio.get_running_loop().time() + DEADLINE
+    # The database was created on the primary moments ago; wait until the replica has it.
+    while await replica.check() != "ok":
+        assert asyncio.get_running_loop().time() < give_up, replica.state
+        await asyncio.sleep(0.2)
+    yield replica
+    await replica.dispose()
+
+
+@pytest.fixture
+async def primary(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, {"pool_size": 2, "max_overflow": 0})
+    yield engine
+    async with engine.begin() as connection:
+        await connection.execute(items.delete())
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessions(primary: AsyncEngine, replica: Replica) -> async_sessionmaker[AsyncSession]:
+    return create_session_factory(primary, replica=replica)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def on_replica(session: AsyncSession) -> bool:
+    return bool(await session.scalar(ON_REPLICA))
+
+
+async def test_a_read_runs_on_the_replica(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as session:
+        assert await on_replica(session)
+        port = await session.scalar(select(func.inet_server_port()))
+    assert port == make_url(REPLICA_URL or "").port
+
+
+async def test_after_a_flush_every_read_uses_the_primary_even_after_the_commit(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    name = f"item-{uuid.uuid4().hex[:8]}"
+    async with sessions() as session:
+        assert await on_replica(session)
+        session.add(Item(name=name))
+        await session.flush()
+        assert not await on_replica(session)
+        assert await session.scalar(select(Item.name).where(Item.name == name)) == name
+        await session.commit()
+        # The replica may not have replayed the commit yet: the session still reads its own.
+        assert not await on_replica(session)
+        assert await session.scalar(select(Item.name).where(Item.name == name)) == name
+
+
+async def test_a_pending_object_is_flushed_to_the_primary_and_read_there(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    name = f"item-{uuid.uuid4().hex[:8]}"
+    async with sessions() as session:
+        session.add(Item(name=name))
+        # Autoflush writes the item before this SELECT, which must therefore see it.
+        assert await session.scalar(select(Item.name).where(Item.name == name)) == name
+        assert not await on_replica(session)
+
+
+async def test_a_core_write_pins_the_session_to_the_primary(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session:
+        await session.execute(insert(items).values(name=f"item-{uuid.uuid4().hex[:8]}"))
+        assert not await on_replica(session)
+
+
+async def test_for_update_runs_on_the_primary_and_keeps_the_session_there(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session:
+        session.add(Item(name=f"item-{uuid.uuid4().hex[:8]}"))
+        await session.commit()
+    async with sessions() as session:
+        locked = select(Item.id, func.pg_is_in_recovery()).limit(1).with_for_update()
+        row = (await session.execute(locked)).one()
+        assert row[1] is False
+        assert not await on_replica(session)
+
+
+async def test_the_primary_option_sends_one_statement_to_the_primary(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session:
+        assert await session.scalar(ON_REPLICA.execution_options(**PRIMARY)) is False
+        assert await session.scalar(ON_REPLICA, execution_options=PRIMARY) is False
+        assert await on_replica(session)  # the next read may use the replica again
+
+
+async def test_use_primary_sends_the_rest_of_the_session_to_the_primary(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session:
+        assert await on_replica(session)
+        use_primary(session)
+        assert not await on_replica(session)
+
+
+async def test_text_and_raw_connections_use_the_primary(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session:
+        assert await session.scalar(text("SELECT pg_is_in_recovery()")) is False
+    async with sessions() as session:
+        connection = await session.connection()
+        assert await connection.scalar(ON_REPLICA) is False
+        assert not await on_replica(session)
+
+
+async def test_before_its_first_check_a_replica_is_not_used(
+    primary: AsyncEngine, replica_url: str
+) -> None:
+    unchecked = Replica(replica_url)
+    try:
+        async with create_session_factory(primary, replica=unchecked)() as session:
+            assert not await on_replica(session)
+    finally:
+        await unchecked.dispose()
+
+
+async def test_a_replica_too_far_behind_is_not_used_until_it_catches_up(
+    primary: AsyncEngine, replica_url: str
+) -> None:
+    replica = Replica(replica_url, max_lag=0.5)
+    admin = Replica(replica_url)
+    sessions = create_session_factory(primary, replica=replica)
+    try:
+        assert await replica.check() == "ok"
+        async with admin.engine.connect() as connection:
+            await connection.execute(text("SELECT pg_wal_replay_pause()"))
+        try:
+            give_up = asyncio.get_running_loop().time() + DEADLINE
+            while not replica.state.startswith("lagging"):
+                assert asyncio.get_running_loop().time() < give_up, replica.state
+                async with primary.begin() as connection:  # WAL the replica cannot replay
+                    await connection.execute(insert(items).values(name=uuid.uuid4().hex[:12]))
+                await asyncio.sleep(0.2)
+                await replica.check()
+            async with sessions() as session:
+                assert not await on_replica(session)
+        finally:
+            async with admin.engine.connect() as connection:
+                await connection.execute(text("SELECT pg_wal_replay_resume()"))
+        give_up = asyncio.get_running_loop().time() + DEADLINE
+        while await replica.check() != "ok":
+            assert asyncio.get_running_loop().time() < give_up, replica.state
+            await asyncio.sleep(0.2)
+        async with sessions() as session:
+            assert await on_replica(session)
+    finally:
+        await replica.dispose()
+        await admin.dispose()
+
+
+async def test_a_read_on_a_killed_replica_connection_is_retried_on_the_primary(
+    primary: AsyncEngine, replica_url: str
+) -> None:
+    # Without pre-ping the pool lends the dead connection, so the read itself fails.
+    replica = Replica(replica_url, engine_args={"pool_size": 1, "max_overflow": 0})
+    admin = Replica(replica_url)
+    sessions = create_session_factory(primary, replica=replica)
+    try:
+        assert await replica.check() == "ok"
+        async with sessions() as session:
+            pid = (await session.execute(select(func.pg_backend_pid()))).scalar_one()
+        async with admin.engine.connect() as connection:
+            await connection.execute(text(f"SELECT pg_terminate_backend({int(pid)})"))
+        async with sessions() as session:
+            assert not await on_replica(session)  # answered by the primary, not an error
+            assert replica.state.startswith("down")
+            await session.commit()  # the broken replica connection does not fail it
+        assert await replica.check() == "ok"
+    finally:
+        await replica.dispose()
+        await admin.dispose()
+
+
+async def test_a_replica_that_refuses_connections_costs_no_read(
+    primary: AsyncEngine, replica: Replica
+) -> None:
+    nowhere = make_url(REPLICA_URL or "").set(port=free_port())
+    gone = Replica(nowhere.render_as_string(hide_password=False))
+    gone.state = replica.state  # it answered at its last check and is gone now
+    try:
+        async with create_session_factory(primary, replica=gone)() as session:
+            assert not await on_replica(session)
+            await session.commit()
+        assert gone.state.startswith("down")
+        assert (await gone.check()).startswith("down: unreachable")
+    finally:
+        await gone.dispose()
+
+
+def _routed_app(primary: AsyncEngine, replica: Replica) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/read")
+    async def read() -> dict[str, bool]:
+        return {"on_replica": await on_replica(db.session)}
+
+    @app.post("/write-then-read")
+    async def write_then_read() -> dict[str, object]:
+        name = f"item-{uuid.uuid4().hex[:8]}"
+        db.session.add(Item(name=name))
+        await db.session.flush()
+        found = await db.session.scalar(select(Item.name).where(Item.name == name))
+        return {"on_replica": await on_replica(db.session), "found": found == name}
+
+    def primary_only() -> None:
+        use_primary(db.session)
+
+    @app.get("/fresh", dependencies=[Depends(primary_only)])
+    async def fresh() -> dict[str, bool]:
+        return {"on_replica": await on_replica(db.session)}
+
+    app.add_middleware(
+        SQLAlchemyMiddleware, custom_engine=primary, commit_on_exit=True, replica=replica
+    )
+    return app
+
+
+async def test_requests_read_from_the_replica_and_their_own_writes_from_the_primary(
+    primary: AsyncEngine, replica_url: str
+) -> None:
+    replica = Replica(replica_url, check_interval=0.2)
+    app = _routed_app(primary, replica)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            # The middleware checks the replica while the lifespan runs.
+            give_up = asyncio.get_running_loop().time() + DEADLINE
+            while replica.state != "ok":
+                assert asyncio.get_running_loop().time() < give_up, replica.state
+                await asyncio.sleep(0.1)
+            assert (await client.get("/read")).json() == {"on_replica": True}
+            written = await client.post("/write-then-read")
+            assert written.json() == {"on_replica": False, "found": True}
+            assert (await client.get("/fresh")).json() == {"on_replica": False}
+            assert (await client.get("/read")).json() == {"on_replica": True}
+    assert replica.state == "ok"  # disposed with the middleware, after the last check
