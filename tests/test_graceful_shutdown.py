@@ -1,10 +1,10 @@
 """SIGTERM with a stalled export reader and a download in flight: a bounded, clean exit.
 
-A baked service on PostgreSQL runs under uvicorn with the graceful timeout its Dockerfile
-sets. One client never reads its export; another is downloading the export when SIGTERM
-arrives. The download must complete, the process must exit within the timeout plus a
-margin, and no backend may be left `idle in transaction`, neither while the stalled
-client waits nor afterwards.
+A baked service on PostgreSQL runs under `python -m app.serve`, the image's command, with
+its default graceful timeout. One client never reads its export; another is downloading
+the export when SIGTERM arrives. The download must complete, the process must exit 0
+within the timeout plus a margin, and no backend may be left `idle in transaction`,
+neither while the stalled client waits nor afterwards.
 """
 
 import asyncio
@@ -34,13 +34,14 @@ STARTUP_DEADLINE = 30
 
 
 def _graceful_timeout(project: Path) -> int:
-    """The `--timeout-graceful-shutdown` of the image's command; make dev uses the same."""
-    dockerfile = (project / "Dockerfile").read_text()
-    found = re.search(r"^CMD .*--timeout-graceful-shutdown (\d+)", dockerfile, re.MULTILINE)
-    assert found is not None, "the Dockerfile's CMD sets no --timeout-graceful-shutdown"
+    """The graceful timeout that `python -m app.serve` (the image's command) and make use."""
     makefile = (project / "Makefile").read_text()
-    assert f"GRACEFUL_TIMEOUT ?= {found.group(1)}\n" in makefile
-    assert "--timeout-graceful-shutdown $(GRACEFUL_TIMEOUT)" in makefile
+    found = re.search(r"^GRACEFUL_TIMEOUT \?= (\d+)$", makefile, re.MULTILINE)
+    assert found is not None, "the Makefile sets no GRACEFUL_TIMEOUT"
+    assert "--timeout-graceful-shutdown $(GRACEFUL_TIMEOUT)" in makefile  # make dev
+    show = "from app.serve import ServerOptions; print(ServerOptions.from_environment({}))"
+    default = run("python", "-c", show, cwd=project)
+    assert f"graceful_timeout={found.group(1)}," in default.stdout, default.stdout + default.stderr
     return int(found.group(1))
 
 
@@ -132,14 +133,13 @@ def test_sigterm_finishes_downloads_and_exits_within_the_graceful_timeout(
         port = free_port()
         log = tmp_path / "uvicorn.log"
         with log.open("w") as output:
+            # The production command, in one process and with no drain before the
+            # graceful shutdown: tests/test_rolling_restart.py covers the drain.
+            server_env = {"PORT": str(port), "WEB_CONCURRENCY": "1", "DRAIN_DELAY": "0"}
             service = subprocess.Popen(
-                [
-                    *(BIN / "uvicorn", "app.main:create_app", "--factory", "--no-access-log"),
-                    *("--host", "127.0.0.1", "--port", str(port)),
-                    *("--timeout-graceful-shutdown", str(graceful_timeout)),
-                ],
+                [BIN / "python", "-m", "app.serve"],
                 cwd=project,
-                env={**os.environ, **env},
+                env={**os.environ, **env, **server_env},
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -178,4 +178,5 @@ def test_sigterm_finishes_downloads_and_exits_within_the_graceful_timeout(
         assert download.error is None, repr(download.error)
         assert download.lines == NOTES
         assert exited_after < graceful_timeout + MARGIN
+        assert service.returncode == 0, log.read_text()[-4000:]
         assert asyncio.run(_idle_in_transaction(url)) == 0

@@ -4,6 +4,9 @@ A database is ready when it answers within the deadline, its pool can lend a
 connection, and it is at the code's head revision. The service starts whatever the
 answer: a database that is down, behind or ahead is reported by /health/ready (503,
 naming it) and in the log, and becomes ready without a restart once it is fixed.
+
+A read replica is reported too, but never makes the service unready: while it is down
+or lagging, its reads go to the primary, which serves them.
 """
 
 import asyncio
@@ -15,7 +18,7 @@ import sqlalchemy.exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import has_free_connection
+from app.db import Replica, has_free_connection
 from app.migrate import revision_problem
 
 __all__ = ["READY", "Readiness"]
@@ -41,12 +44,24 @@ class Readiness:
         *,
         deadline: float,
         recheck_after: float = 30.0,
+        replica: Replica | None = None,
     ) -> None:
         self.engines = dict(engines)
+        self.replica = replica
         self.deadline = deadline
         self.recheck_after = recheck_after
         self._at_head_until: dict[str, float] = {}
         self._last: dict[str, str] = {}
+        # Set once the process is stopping (SIGTERM under `python -m app.serve`).
+        self.draining = False
+
+    def drain(self) -> None:
+        """Report not ready from now on, whatever the databases say: the process is stopping.
+
+        The process still serves; /health/ready answers 503 so that the load balancer
+        sends the next requests to another replica before this one stops accepting.
+        """
+        self.draining = True
 
     async def check(self) -> dict[str, str]:
         """Each database's state: "ok", or why it cannot serve."""
@@ -55,6 +70,10 @@ class Readiness:
         for name, state in zip(names, states, strict=True):
             self._log_change(name, state)
         return dict(zip(names, states, strict=True))
+
+    async def check_replica(self) -> str | None:
+        """The read replica's state ("ok", "down: ...", "lagging: ..."), None without one."""
+        return None if self.replica is None else await self.replica.check()
 
     async def _state(self, name: str) -> str:
         engine = self.engines[name]

@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     # server dropped (a restart, a killed backend) is replaced instead of failing the
     # request. It costs that round trip per checkout; docs/performance.md has the figures.
     database_pool_pre_ping: bool = True
+    # The connection budget (app/budget.py): `web_concurrency` is this machine's number of
+    # worker processes, which `python -m app.serve` sets (one per CPU unless told); the
+    # workers of every machine together, `total_workers` (unset: this machine's), must
+    # fit their pools in each server's max_connections, less `reserved_connections` kept
+    # for migrations, operators and other clients.
+    web_concurrency: int = Field(default=1, ge=1)
+    database_total_workers: int | None = Field(default=None, ge=1)
+    database_reserved_connections: int = Field(default=5, ge=0)
     # Limits the PostgreSQL server enforces on every connection of the app, so that not
     # even a bug can pin a backend: a statement running longer than `statement_timeout`
     # seconds is cancelled, and a session left idle inside a transaction for
