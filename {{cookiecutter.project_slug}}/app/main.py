@@ -15,7 +15,7 @@ from app.audit import AuditMiddleware
 {%- endif %}
 from app.body_limit import BodyLimitMiddleware
 from app.budget import log_connection_budgets
-from app.db import SQLAlchemyMiddleware, create_engine, to_async_url
+from app.db import Replica, SQLAlchemyMiddleware, create_engine, to_async_url
 from app.errors import UnhandledErrorMiddleware, install_error_handlers
 from app.events import install_listeners, wait_for_after_commit_jobs
 {%- if cookiecutter.include_example_api == "yes" %}
@@ -52,7 +52,8 @@ def create_app(
         name: create_engine(url, _engine_args(url, settings))
         for name, (_, url) in databases.items()
     }
-    readiness = Readiness(engines, deadline=settings.health_check_timeout)
+    replica = _replica(settings)
+    readiness = Readiness(engines, deadline=settings.health_check_timeout, replica=replica)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,6 +83,7 @@ def create_app(
     app.state.settings = settings
     app.state.engines = engines
     app.state.readiness = readiness
+    app.state.replica = replica
     for router in routers():
         app.include_router(router)
     install_error_handlers(app)
@@ -96,12 +98,34 @@ def create_app(
             custom_engine=engines[name],
             session_args=(session_args or {}).get(name),
             commit_on_exit=True,
+            # The middleware of the main database routes its reads and checks the replica.
+            replica=replica if name == "main" else None,
         )
         if settings.debug:
             count_statements(engines[name])
     app.add_middleware(UnhandledErrorMiddleware)  # inside the request id, outside the sessions
     app.add_middleware(RequestContextMiddleware, log_statements=settings.debug)
     return app
+
+
+def _replica(settings: Settings) -> Replica | None:
+    """The read replica of the main database, when DATABASE_REPLICA_URL names one."""
+    url = settings.database_replica_url
+    if url is None:
+        return None
+    args = _engine_args(url, settings)
+    if to_async_url(url).get_driver_name() == "asyncpg":
+        # A replica that cannot be reached must not hold a read for asyncpg's default
+        # minute before the read falls back to the primary.
+        connect_args = args.get("connect_args", {})
+        args["connect_args"] = {"timeout": settings.health_check_timeout, **connect_args}
+    # Its middleware checks it while the lifespan runs, and disposes its engine.
+    return Replica(
+        url,
+        engine_args=args,
+        max_lag=settings.database_replica_max_lag,
+        check_timeout=settings.health_check_timeout,
+    )
 
 
 def _engine_args(url: str, settings: Settings) -> dict[str, Any]:

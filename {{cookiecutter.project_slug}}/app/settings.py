@@ -4,8 +4,10 @@ import sys
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.db import to_async_url
 
 __all__ = ["Settings", "SettingsError", "get_settings"]
 
@@ -50,6 +52,11 @@ class Settings(BaseSettings):
     # server dropped (a restart, a killed backend) is replaced instead of failing the
     # request. It costs that round trip per checkout; docs/performance.md has the figures.
     database_pool_pre_ping: bool = True
+    # A PostgreSQL streaming replica of DATABASE_URL for the reads that are safe there
+    # (docs/deployment.md, "Read replicas"); unset, every statement uses DATABASE_URL.
+    # Reads use the primary while the replica is down or more than `max_lag` seconds behind.
+    database_replica_url: str | None = None
+    database_replica_max_lag: float = Field(default=5.0, gt=0)
     # The connection budget (app/budget.py): `web_concurrency` is this machine's number of
     # worker processes, which `python -m app.serve` sets (one per CPU unless told); the
     # workers of every machine together, `total_workers` (unset: this machine's), must
@@ -75,6 +82,19 @@ class Settings(BaseSettings):
     health_check_timeout: float = Field(default=2.0, gt=0)
     # A request body larger than this many bytes gets 413 before it is read in full.
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1)
+
+    @field_validator("database_replica_url")
+    @classmethod
+    def _replica_on_postgresql(cls, url: str | None) -> str | None:
+        if not url:
+            return None  # an empty variable turns the replica off, like an unset one
+        backend = to_async_url(url).get_backend_name()
+        if backend != "postgresql":
+            raise ValueError(
+                f"read replicas are supported on PostgreSQL only, not {backend}: give a "
+                "postgresql:// URL, or leave it unset"
+            )
+        return url
 
 
 @lru_cache
