@@ -97,7 +97,17 @@ def streaming_replica(primary: str) -> Iterator[Replica]:
         _run(
             user,
             *(basebackup, "-h", str(url.host), "-p", str(url.port or 5432)),
-            *("-U", url.username or "postgres", "-D", str(data), "-R", "-c", "fast", "-X", "stream"),
+            *(
+                "-U",
+                url.username or "postgres",
+                "-D",
+                str(data),
+                "-R",
+                "-c",
+                "fast",
+                "-X",
+                "stream",
+            ),
         )
         config = {
             "port": str(port),
