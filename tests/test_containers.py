@@ -260,3 +260,85 @@ def test_health_checks_pass_once_the_app_is_ready(tmp_path: Path) -> None:
         server.terminate()
         server.wait(timeout=60)
     assert _probe(dockerfile_check, port).returncode != 0
+
+
+def _stage_copies(instructions: list[str], stage: int) -> list[str]:
+    """The build-context sources that the `stage`-th stage (0-based) copies."""
+    starts = [index for index, line in enumerate(instructions) if line.startswith("FROM ")]
+    ends = [*starts[1:], len(instructions)]
+    return [
+        source
+        for line in instructions[starts[stage] : ends[stage]]
+        if line.startswith("COPY ") and "--from=" not in line
+        for source in shlex.split(line)[1:-1]
+    ]
+
+
+def test_the_images_files_install_from_the_lock_and_serve(tmp_path: Path) -> None:
+    """Replay the Dockerfile's stages in a folder, with uv, and serve what the image holds.
+
+    The build stage's files and its two `uv sync` steps make the virtualenv; then only
+    the virtualenv and the runtime stage's files stay, and `python -m app.migrate
+    upgrade` and the image's command must work from those alone, in an environment
+    that holds nothing but the image's variables and the app's settings.
+    """
+    project = bake_into(tmp_path / "bake", database="sqlite")
+    if not (project / "uv.lock").exists():
+        pytest.fail("the bake has no uv.lock, which the post-gen hook writes")
+    instructions = _dockerfile(project)
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    for source in _stage_copies(instructions, 0):
+        copy = shutil.copytree if (project / source).is_dir() else shutil.copy2
+        copy(project / source, srv / source)
+    uv_env = {
+        "UV_COMPILE_BYTECODE": "1",
+        "UV_LINK_MODE": "copy",
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_PROJECT_ENVIRONMENT": str(srv / ".venv"),
+    }
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for sync in ("--no-install-project", None):
+        command = ["uv", "sync", "--locked", "--no-dev", "--python", python]
+        synced = run(*command, *([sync] if sync else []), cwd=srv, env=uv_env, timeout=600)
+        assert synced.returncode == 0, synced.stderr[-3000:]
+    for path in srv.iterdir():
+        if path.name != ".venv":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for source in _stage_copies(instructions, 1):
+        copy = shutil.copytree if (project / source).is_dir() else shutil.copy2
+        copy(project / source, srv / source)
+
+    port = free_port()
+    env = {
+        "PATH": f"{srv / '.venv' / 'bin'}{os.pathsep}{os.defpath}",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "SECRET_KEY": "a-secret-from-env",
+    }
+    migrated = subprocess.run(
+        ["python", "-m", "app.migrate", "upgrade"],
+        cwd=srv,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    command = json.loads(next(line for line in instructions if line.startswith("CMD "))[4:])
+    log = tmp_path / "server.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            command, cwd=srv, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until_answering(
+            f"http://127.0.0.1:{port}/health/ready", server, log, deadline=STARTUP_DEADLINE
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert server.returncode == 0, log.read_text()[-3000:]
