@@ -5,8 +5,9 @@ one: compose.yaml is valid against the Compose specification, gives every servic
 runs the image the settings the app needs (the app's own Settings must accept them), and
 orders the start (databases healthy, then the migration, then the app); the Dockerfile
 passes hadolint, copies files that exist and that .dockerignore lets through, builds
-from uv.lock, and starts modules the project has; and the health checks of both, run
-against a real server, pass when they should and fail when they should.
+from uv.lock, and starts modules the project has; its stages, replayed with uv in a
+folder, install from the lock and serve from the runtime stage's files alone; and the
+health checks of both, run against a real server, pass and fail when they should.
 """
 
 import fnmatch
