@@ -127,8 +127,10 @@ class Replica:
                     in_recovery, lag = (await connection.execute(_STATE_QUERY)).one()
         except (TimeoutError, sqlalchemy.exc.TimeoutError):
             state = f"down: no answer within {self.check_timeout:g} s"
-        except (OSError, sqlalchemy.exc.DBAPIError) as exc:
-            # The class name only: driver messages can carry the host, user or URL.
+        except Exception as exc:
+            # A refused connection, or the driver's own error for a server that is starting
+            # or shutting down; never a reason to fail a readiness probe. The class name
+            # only: driver messages can carry the host, user or URL.
             state = f"down: unreachable ({type(exc).__name__})"
         else:
             if not in_recovery:
@@ -271,7 +273,7 @@ def _route(state: ORMExecuteState) -> Any:
     try:
         connection = _replica_connection(session, replica)
         return state.invoke_statement(bind_arguments={"bind": connection})
-    except (OSError, sqlalchemy.exc.SQLAlchemyError) as exc:
+    except Exception as exc:
         if not _replica_fault(exc):
             raise
         replica.mark_down(exc)
@@ -280,10 +282,8 @@ def _route(state: ORMExecuteState) -> Any:
     return state.invoke_statement()
 
 
-def _replica_fault(exc: BaseException) -> bool:
+def _replica_fault(exc: Exception) -> bool:
     """Whether `exc` says the replica cannot serve the read, rather than that the read is bad."""
-    if isinstance(exc, (OSError, sqlalchemy.exc.TimeoutError)):
-        return True  # a connect error, or no free connection in the replica's pool
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
         return (
@@ -292,5 +292,10 @@ def _replica_fault(exc: BaseException) -> bool:
             or code in _REPLICA_FAULTS
             or (isinstance(code, str) and code.startswith("08"))
         )
-    # A connection the replica dropped, whose transaction SQLAlchemy wants rolled back.
-    return isinstance(exc, sqlalchemy.exc.PendingRollbackError)
+    if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
+        # No free connection in the replica's pool, or a connection it dropped whose
+        # transaction SQLAlchemy wants rolled back; any other is the statement's fault.
+        return isinstance(exc, (sqlalchemy.exc.TimeoutError, sqlalchemy.exc.PendingRollbackError))
+    # OSError and the driver's own errors come from connecting: refused, or a server
+    # that is starting or shutting down.
+    return True

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import Depends, FastAPI
+from pydantic import ValidationError
 from sqlalchemy import func, insert, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -28,6 +29,7 @@ from app.db import (
     db,
     use_primary,
 )
+from app.settings import Settings, SettingsError
 from tests.db.conftest import Item, items
 
 pytestmark = pytest.mark.postgresql
@@ -299,3 +301,18 @@ async def test_requests_read_from_the_replica_and_their_own_writes_from_the_prim
             assert (await client.get("/fresh")).json() == {"on_replica": False}
             assert (await client.get("/read")).json() == {"on_replica": True}
     assert replica.state == "ok"  # disposed with the middleware, after the last check
+
+
+def test_a_replica_url_that_is_not_postgresql_is_one_clear_configuration_error() -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(secret_key="test-secret", database_replica_url="mysql://app@replica/app")
+    message = str(SettingsError.from_validation_error(raised.value))
+    assert "DATABASE_REPLICA_URL" in message
+    assert "supported on PostgreSQL only, not mysql" in message
+    with pytest.raises(ValueError, match="PostgreSQL only, not sqlite"):
+        Replica("sqlite+aiosqlite:///:memory:")
+
+
+def test_an_empty_replica_url_turns_the_replica_off() -> None:
+    settings = Settings(secret_key="test-secret", database_replica_url="")
+    assert settings.database_replica_url is None
