@@ -23,6 +23,11 @@ from tests.servers import free_port, new_database, wait_until_answering
 
 STARTUP_DEADLINE = 60
 STOP_DEADLINE = 60
+PURGE_JOB = "purge-deleted-notes"
+SERVERS = {
+    "postgresql": ("TEST_DATABASE_URL", "PostgreSQL"),
+    "mysql": ("TEST_MYSQL_URL", "MariaDB"),
+}
 
 
 def test_each_worker_builds_its_own_engines_and_logs_its_budget(bake: Bake, tmp_path: Path) -> None:
@@ -52,24 +57,13 @@ def test_each_worker_builds_its_own_engines_and_logs_its_budget(bake: Bake, tmp_
             # Both workers answer once both logged their budget; wait for the second.
             _wait_for_lines(log, "connection budget of database main", 2, service)
         finally:
-            service.send_signal(signal.SIGTERM)
-            try:
-                exit_status = service.wait(timeout=STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                service.kill()
-                service.wait()
-                raise
+            exit_status = _stop(service)
 
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    messages = [line["message"] for line in lines]
-    started = {
-        int(pid) for m in messages for pid in re.findall(r"^Started server process \[(\d+)\]$", m)
-    }
+    messages = _messages(log)
+    started = _pids(messages, "Started server process")
+    supervisor = _pids(messages, "Started parent process")
     budgets = [m for m in messages if "connection budget of database main" in m]
     budget_pids = {int(m.split(":")[0].removeprefix("worker ")) for m in budgets}
-    supervisor = {
-        int(pid) for m in messages for pid in re.findall(r"^Started parent process \[(\d+)\]$", m)
-    }
 
     assert len(started) == 2, messages
     assert budget_pids == started
@@ -84,10 +78,7 @@ def test_each_worker_builds_its_own_engines_and_logs_its_budget(bake: Bake, tmp_
 def test_a_fleet_over_the_connection_budget_is_refused_in_one_line(
     bake: Bake, database: str
 ) -> None:
-    variable, what = {
-        "postgresql": ("TEST_DATABASE_URL", "PostgreSQL"),
-        "mysql": ("TEST_MYSQL_URL", "MariaDB"),
-    }[database]
+    variable, what = SERVERS[database]
     project = bake(database=database)
     with new_database(server_url(variable, what), "budget") as url:
         env = {
@@ -111,9 +102,75 @@ def test_a_fleet_over_the_connection_budget_is_refused_in_one_line(
     assert "Started server process" not in refused.stderr  # no worker was started
 
 
+def _stop(service: subprocess.Popen[bytes]) -> int:
+    service.send_signal(signal.SIGTERM)
+    try:
+        return service.wait(timeout=STOP_DEADLINE)
+    except subprocess.TimeoutExpired:
+        service.kill()
+        service.wait()
+        raise
+
+
+def _pids(messages: list[str], started: str) -> set[int]:
+    """The process ids in uvicorn's lines such as "Started server process [1234]"."""
+    pattern = re.compile(re.escape(started) + r" \[(\d+)\]")
+    return {int(found[1]) for m in messages if (found := pattern.fullmatch(m))}
+
+
+def _messages(log: Path) -> list[str]:
+    lines = log.read_text().splitlines()
+    return [json.loads(line)["message"] for line in lines if line.startswith("{")]
+
+
 def _wait_for_lines(log: Path, text: str, count: int, service: subprocess.Popen[bytes]) -> None:
     give_up = time.monotonic() + STARTUP_DEADLINE
     while log.read_text().count(text) < count:
         if service.poll() is not None or time.monotonic() > give_up:
             raise AssertionError(f"fewer than {count} lines with {text!r}:\n{log.read_text()}")
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mysql"])
+def test_three_workers_purge_once_per_interval_not_once_each(
+    bake: Bake, tmp_path: Path, database: str
+) -> None:
+    variable, what = SERVERS[database]
+    project = bake(database=database)
+    with new_database(server_url(variable, what), "purge") as url:
+        env = {
+            "DATABASE_URL": url.render_as_string(hide_password=False),
+            "PORT": str(free_port()),
+            "WEB_CONCURRENCY": "3",
+            "DRAIN_DELAY": "0",
+            "PURGE_INTERVAL": "1",
+            "LOG_LEVEL": "DEBUG",  # the runs that skip log at DEBUG
+        }
+        migrated = run("python", "-m", "app.migrate", "upgrade", cwd=project, env=env)
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        log = tmp_path / "serve.log"
+        with log.open("w") as output:
+            service = subprocess.Popen(
+                [BIN / "python", "-m", "app.serve"],
+                cwd=project,
+                env={**os.environ, **env},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_for_lines(log, "connection budget of database main", 3, service)
+            _wait_for_lines(log, f"job {PURGE_JOB} ran for the interval from ", 4, service)
+        finally:
+            _stop(service)
+
+    messages = _messages(log)
+    ran = [m.removeprefix(f"job {PURGE_JOB} ran for the interval from ") for m in messages]
+    intervals = [m for m, full in zip(ran, messages, strict=True) if m != full]
+    skipped = [m for m in messages if m.startswith(f"job {PURGE_JOB}: ")]
+    failed = [m for m in messages if m.startswith(f"job {PURGE_JOB} failed")]
+
+    assert failed == []
+    assert len(intervals) >= 4
+    assert len(set(intervals)) == len(intervals), intervals  # no interval ran twice
+    # The other two workers woke up for those intervals too, and stood aside.
+    assert len(skipped) >= len(intervals), messages

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     database_max_concurrent_queries: int = Field(default=3, ge=1)
     # The export ends a stream whose client takes no data for this many seconds.
     export_send_timeout: float = Field(default=10.0, gt=0)
+    # Seconds between two purges of long-deleted notes, once across all the processes.
+    purge_interval: float = Field(default=3600.0, gt=0)
 {%- endif %}
     # How long /health/ready waits for each database before reporting it down.
     health_check_timeout: float = Field(default=2.0, gt=0)

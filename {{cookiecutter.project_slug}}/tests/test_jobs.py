@@ -1,15 +1,29 @@
-"""The periodic purge: what it removes, how it runs, and how shutdown stops it."""
+"""The periodic purge: what it removes, how it runs, and how shutdown stops it.
+
+tests/test_workers.py of the template runs the job in three worker processes on one
+database and counts the runs: one per interval, not one per process.
+"""
 
 import asyncio
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import INCLUDE_DELETED, db
-from app.jobs import PURGE_AFTER, PeriodicJob, purge_deleted_notes
+from app.jobs import (
+    PURGE_AFTER,
+    PURGE_JOB,
+    PeriodicJob,
+    job_lock,
+    purge_deleted_notes,
+    purge_once_per_interval,
+)
+from app.models.job_run import JobRun
 from app.models.note import Note
 from tests.conftest import serve
 from tests.factories import make_note, make_user
@@ -33,6 +47,52 @@ async def test_purge_removes_only_notes_deleted_before_the_cutoff(session: Async
     assert await stored_titles(session) == ["live", "recent"]
     assert await purge_deleted_notes(older_than=timedelta(0)) == 1
     assert await stored_titles(session) == ["live"]
+
+
+@pytest.mark.usefixtures("client")
+async def test_the_periodic_purge_runs_once_per_interval(session: AsyncSession) -> None:
+    author = await make_user(session)
+    await make_note(session, author, title="old", deleted_days_ago=PURGE_AFTER.days + 1)
+    interval = 1e9  # about 32 years, so that both runs fall in the same interval
+
+    first = await purge_once_per_interval(interval)
+    await make_note(session, author, title="old too", deleted_days_ago=PURGE_AFTER.days + 1)
+    second = await purge_once_per_interval(interval)
+
+    assert (first, second) == (True, False)
+    assert await stored_titles(session) == ["old too"]
+    [run] = await session.scalars(select(JobRun))
+    assert run.name == PURGE_JOB
+    assert run.interval_start.timestamp() == time.time() // interval * interval == 1e9
+
+
+async def test_a_process_skips_the_purge_while_another_holds_its_lock(
+    make_live_app: Callable[..., FastAPI], backend: str
+) -> None:
+    if backend == "sqlite":
+        pytest.skip("no lock on SQLite: the claim's write locks the file for every process")
+    holding = asyncio.Event()
+    done = asyncio.Event()
+
+    async def hold_the_lock() -> None:
+        async with db(), job_lock(PURGE_JOB) as ours:
+            assert ours
+            holding.set()
+            await done.wait()
+
+    async with serve(make_live_app()):
+        holder = asyncio.create_task(hold_the_lock())
+        await holding.wait()
+        try:
+            skipped = await purge_once_per_interval(3600.0)
+        finally:
+            done.set()
+            await holder
+        ran = await purge_once_per_interval(3600.0)
+        async with db(commit_on_exit=True):
+            await db.session.execute(delete(JobRun))  # leave nothing behind
+
+    assert (skipped, ran) == (False, True)
 
 
 async def test_a_job_runs_every_interval_until_stopped() -> None:
