@@ -174,14 +174,17 @@ class Replica:
             await asyncio.sleep(max(0.0, self.check_interval - (time.monotonic() - started)))
 
     def _set(self, state: str) -> None:
-        if state == self.state:
+        # Logged when the kind of state changes ("ok", "down", "lagging"), not whenever
+        # the lag figure or the error's class does.
+        changed = state.partition(":")[0] != self.state.partition(":")[0]
+        self.state = state
+        if not changed:
             return
         where = self._engine.url.render_as_string(hide_password=True)
         if state == READY:
             logger.info("read replica %s is in use", where)
-        elif self.state == READY or self.state == _NOT_CHECKED:
+        else:
             logger.warning("read replica %s is not used, reads go to the primary: %s", where, state)
-        self.state = state
 
 
 @functools.cache

@@ -10,7 +10,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -30,6 +30,7 @@ from app.db import (
     use_primary,
 )
 from app.settings import Settings, SettingsError
+from tests.conftest import serve
 from tests.db.conftest import Item, items
 
 pytestmark = pytest.mark.postgresql
@@ -316,3 +317,30 @@ def test_a_replica_url_that_is_not_postgresql_is_one_clear_configuration_error()
 def test_an_empty_replica_url_turns_the_replica_off() -> None:
     settings = Settings(secret_key="test-secret", database_replica_url="")
     assert settings.database_replica_url is None
+
+
+async def test_readiness_reports_an_unreachable_replica_and_stays_ready(
+    make_live_app: Callable[..., FastAPI], database_urls: dict[str, str]
+) -> None:
+    nowhere = make_url(database_urls["main"]).set(port=free_port())
+    app = make_live_app(database_replica_url=nowhere.render_as_string(hide_password=False))
+    async with serve(app) as client:
+        answer = await client.get("/health/ready")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["replica"].startswith("down: unreachable ("), answer.text
+        # Reads go to the primary meanwhile.
+        assert app.state.replica.state.startswith("down")
+
+
+async def test_readiness_reports_a_replica_in_use(
+    make_live_app: Callable[..., FastAPI], database_urls: dict[str, str], replica_url: str
+) -> None:
+    database = make_url(database_urls["main"]).database
+    url = make_url(replica_url).set(database=database).render_as_string(hide_password=False)
+    app = make_live_app(database_replica_url=url)
+    async with serve(app) as client:
+        give_up = asyncio.get_running_loop().time() + DEADLINE
+        while (answer := await client.get("/health/ready")).json().get("replica") != "ok":
+            assert asyncio.get_running_loop().time() < give_up, answer.text
+            await asyncio.sleep(0.2)
+        assert answer.status_code == 200
