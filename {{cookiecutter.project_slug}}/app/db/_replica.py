@@ -3,11 +3,13 @@
 A session made with a `Replica` sends a statement to the replica only when all hold:
 
 - it is a SELECT without FOR UPDATE/SHARE, run through the session (`text()` is not
-  recognised as a read and goes to the primary);
+  recognised as a read and goes to the primary), and does not stream (`yield_per`);
 - it does not carry the `PRIMARY` execution option;
 - the session has not written yet: no flush, no INSERT/UPDATE/DELETE, no FOR UPDATE, no
-  `session.connection()`. From the first write on, every statement of the session goes
-  to the primary, also after a commit, so a unit of work reads its own writes;
+  `session.connection()`, no `use_primary()`, and nothing pending that autoflush would
+  write first. From the first write on, every statement of the session goes to the
+  primary, also after a commit, so a unit of work reads its own writes;
+- the session is not inside a SAVEPOINT;
 - the replica's last check found it streaming and at most `max_lag` seconds behind.
 
 Everything else (writes, flushes, migrations, which run on the primary's engine) uses
