@@ -332,15 +332,37 @@ async def test_readiness_reports_an_unreachable_replica_and_stays_ready(
         assert app.state.replica.state.startswith("down")
 
 
-async def test_readiness_reports_a_replica_in_use(
-    make_live_app: Callable[..., FastAPI], database_urls: dict[str, str], replica_url: str
+async def test_readiness_reports_a_replica_in_use_then_lagging_and_stays_ready(
+    make_live_app: Callable[..., FastAPI],
+    database_urls: dict[str, str],
+    replica_url: str,
+    primary: AsyncEngine,
 ) -> None:
     database = make_url(database_urls["main"]).database
     url = make_url(replica_url).set(database=database).render_as_string(hide_password=False)
-    app = make_live_app(database_replica_url=url)
+    app = make_live_app(database_replica_url=url, database_replica_max_lag=0.5)
+    admin = Replica(replica_url)
     async with serve(app) as client:
-        give_up = asyncio.get_running_loop().time() + DEADLINE
-        while (answer := await client.get("/health/ready")).json().get("replica") != "ok":
-            assert asyncio.get_running_loop().time() < give_up, answer.text
-            await asyncio.sleep(0.2)
-        assert answer.status_code == 200
+
+        async def replica_state(prefix: str) -> None:
+            give_up = asyncio.get_running_loop().time() + DEADLINE
+            while True:
+                answer = await client.get("/health/ready")
+                assert answer.status_code == 200, answer.text
+                if answer.json()["replica"].startswith(prefix):
+                    return
+                assert asyncio.get_running_loop().time() < give_up, answer.text
+                async with primary.begin() as connection:  # WAL for the replica to replay
+                    await connection.execute(insert(items).values(name=uuid.uuid4().hex[:12]))
+                await asyncio.sleep(0.2)
+
+        await replica_state("ok")
+        async with admin.engine.connect() as connection:
+            await connection.execute(text("SELECT pg_wal_replay_pause()"))
+        try:
+            await replica_state("lagging: ")
+        finally:
+            async with admin.engine.connect() as connection:
+                await connection.execute(text("SELECT pg_wal_replay_resume()"))
+            await admin.dispose()
+        await replica_state("ok")
