@@ -1,16 +1,16 @@
 """A periodic job run by the lifespan: purging notes that were soft-deleted long ago.
 
-`PeriodicJob` runs its work every `interval` seconds from startup to shutdown, at the
-multiples of the interval on the wall clock, so that every process of the service, on
-every machine, wakes up for it at the same moments. A failing run is logged and the
-next one comes on schedule; shutdown cancels the job and waits for it, so no run is
-cut off holding a connection.
+`PeriodicJob` runs its work every `interval` seconds from startup to shutdown, the
+first time one interval after start. A failing run is logged and the next one comes
+on schedule; shutdown cancels the job and waits for it, so no run is cut off holding
+a connection.
 
-Every worker runs the job loop, but each interval's purge runs once across all of
-them: `purge_once_per_interval` takes a lock (`job_lock`) that no two processes hold at once, and
-then claims the interval in the `job_runs` table, in the same transaction as the
-purge. A process that finds the lock taken (another one is running the job) or the
-interval already claimed skips it. The lock is the database's own:
+Every worker runs the job loop, but the purge runs once per interval of the wall
+clock (the hour from 10:00 to 11:00, ...) across all of them, whichever wakes up
+first in it: `purge_once_per_interval` takes a lock that no two processes hold at
+once (`job_lock`), then claims the interval in the `job_runs` table, in the same
+transaction as the purge. A process that finds the lock taken (another one is running
+the job) or the interval already claimed skips it. The lock is the database's own:
 
 - PostgreSQL: `pg_try_advisory_xact_lock`, released when the transaction ends, however
   it ends (commit, rollback, a crash that closes the connection); it works behind
@@ -90,7 +90,7 @@ async def _purge(older_than: timedelta) -> int:
 
 
 def _interval_start(interval: float) -> datetime:
-    """The start of the interval the wall clock is in, the same on every synchronised machine."""
+    """The start of the wall-clock interval it is now, the same on every synchronised machine."""
     return datetime.fromtimestamp(time.time() // interval * interval, UTC)
 
 
@@ -158,7 +158,7 @@ async def _server_wide_lock(connection: AsyncConnection, name: str) -> AsyncIter
 
 
 class PeriodicJob:
-    """Runs `work()` at every multiple of `interval` seconds on the wall clock."""
+    """Runs `work()` every `interval` seconds, the first time one interval after start."""
 
     def __init__(
         self, work: Callable[[], Awaitable[object]], *, interval: float, name: str
@@ -194,21 +194,11 @@ class PeriodicJob:
 
     async def _loop(self) -> None:
         while True:
-            await _sleep_until((time.time() // self.interval + 1) * self.interval)
+            await asyncio.sleep(self.interval)
             try:
                 await self.work()
             except Exception:
                 logger.exception("job %s failed; it runs again in %g s", self.name, self.interval)
-
-
-async def _sleep_until(moment: float) -> None:
-    """Sleep until the wall clock reads `moment` (seconds since the epoch)."""
-    while True:
-        left = moment - time.time()
-        if left <= 0:
-            return
-        # The event loop's timer runs on another clock and may wake a little early.
-        await asyncio.sleep(left)
 
 
 @asynccontextmanager

@@ -13,8 +13,8 @@ __all__ = ["JobRun"]
 class JobRun(Base):
     """One row per job; a process runs the job for an interval only if it moves `interval_start`.
 
-    Every worker on every machine wakes up at the same moments (multiples of the job's
-    interval), and the first to move the row forward runs the job; the others find the
+    Every worker on every machine wakes up once per interval; in each interval of the
+    wall clock, the first to move the row forward runs the job, and the others find the
     interval taken and skip it (app/jobs.py).
     """
 
