@@ -104,7 +104,7 @@ def _drain_on_sigterm(readiness: Readiness, delay: float) -> None:
 
     def start_draining() -> None:
         if readiness.draining:
-            return  # the supervisor passes SIGTERM on, so a worker may get it twice
+            return  # from the supervisor, and again when the whole process group is signalled
         readiness.drain()
         logger.info(
             "worker %d: SIGTERM: /health/ready answers 503 from now on; serving %g s more, "
