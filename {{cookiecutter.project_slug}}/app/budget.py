@@ -24,13 +24,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import sqlalchemy.exc
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db import pool_capacity
 from app.settings import Settings
 
-__all__ = ["ConnectionBudget", "connection_budgets", "log_connection_budgets"]
+__all__ = [
+    "ConnectionBudget",
+    "budgeted_engines",
+    "connection_budgets",
+    "log_connection_budgets",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +67,8 @@ class ConnectionBudget:
     def describe(self) -> str:
         """The numbers in one phrase, such as a log line or an error carries."""
         return (
-            f"database {self.database}: {self.workers} workers x {self.per_worker} "
+            f"database {self.database}: {self.workers} worker{'s' * (self.workers != 1)} "
+            f"x {self.per_worker} "
             f"connections = {self.needed}, of the {self.available} the server allows "
             f"(max_connections {self.max_connections} - {self.reserved_by_server} reserved "
             f"for superusers - {self.reserved_by_settings} DATABASE_RESERVED_CONNECTIONS)"
@@ -74,6 +81,18 @@ class ConnectionBudget:
             "(or DATABASE_TOTAL_WORKERS), DATABASE_POOL_SIZE or DATABASE_MAX_OVERFLOW, raise "
             "the server's max_connections, or put PgBouncer in front of it"
         )
+
+
+def budgeted_engines(app: FastAPI) -> dict[str, AsyncEngine]:
+    """The engines whose pools count: each database's, and the main database's replica.
+
+    A replica is a server of its own, with its own max_connections, and every worker
+    keeps a pool on it too.
+    """
+    engines: dict[str, AsyncEngine] = dict(app.state.engines)
+    if app.state.replica is not None:
+        engines["main replica"] = app.state.replica.engine
+    return engines
 
 
 async def connection_budgets(

@@ -14,7 +14,7 @@ from app.api.routes import routers
 from app.audit import AuditMiddleware
 {%- endif %}
 from app.body_limit import BodyLimitMiddleware
-from app.budget import log_connection_budgets
+from app.budget import budgeted_engines, log_connection_budgets
 from app.db import Replica, SQLAlchemyMiddleware, create_engine, to_async_url
 from app.errors import UnhandledErrorMiddleware, install_error_handlers
 from app.events import install_listeners, wait_for_after_commit_jobs
@@ -66,7 +66,7 @@ def create_app(
             # A database that is down, behind or ahead is logged and left to /health/ready
             # to report: the service starts anyway and is ready once the database is.
             await readiness.check()
-            await log_connection_budgets(engines, settings)
+            await log_connection_budgets(budgeted_engines(app), settings)
             install_listeners()
             cleanup.push_async_callback(wait_for_after_commit_jobs)
 {%- if cookiecutter.include_example_api == "yes" %}

@@ -42,7 +42,7 @@ from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from app.budget import connection_budgets
+from app.budget import budgeted_engines, connection_budgets
 from app.main import create_app
 from app.readiness import Readiness
 from app.settings import Settings, SettingsError, get_settings
@@ -170,7 +170,7 @@ def main() -> None:
 
 async def _budget_problems(settings: Settings) -> list[str]:
     """What does not fit in the database servers; the engines are gone when it returns."""
-    engines = create_app(settings).state.engines
+    engines = budgeted_engines(create_app(settings))
     try:
         budgets = await connection_budgets(engines, settings)
     finally:

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.budget import ConnectionBudget, connection_budgets
+from app.budget import ConnectionBudget, budgeted_engines, connection_budgets
 from app.serve import ServerOptions, ServerOptionsError
 from app.settings import Settings
 from tests.api.test_health import unreachable_url
@@ -105,6 +105,28 @@ async def test_the_budget_counts_every_worker_and_asks_the_server_its_limits(
         assert (budget.workers, budget.per_worker, budget.needed) == (12, 3, 36)
         assert budget.max_connections == server_limits[name]
         assert budget.reserved_by_settings == 4
+
+
+async def test_a_read_replica_has_a_budget_of_its_own(
+    make_live_app: Callable[..., FastAPI], database_urls: dict[str, str], backend: str
+) -> None:
+    if backend != "postgresql":
+        app = make_live_app()
+        assert budgeted_engines(app) == app.state.engines  # replicas are PostgreSQL's
+        return
+    # The primary stands in for its replica: the budget only asks it for its limits.
+    app = make_live_app(database_replica_url=database_urls["main"])
+    engines = budgeted_engines(app)
+    try:
+        budgets = await connection_budgets(engines, app.state.settings)
+    finally:
+        for engine in engines.values():
+            await engine.dispose()
+
+    assert set(engines) == {*app.state.engines, "main replica"}
+    replica = budgets["main replica"]
+    assert isinstance(replica, ConnectionBudget)
+    assert replica.describe().startswith("database main replica: 1 worker x 15 connections")
 
 
 async def test_a_database_that_is_down_leaves_its_budget_unchecked(
