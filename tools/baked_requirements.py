@@ -2,7 +2,7 @@
 
 The template's test environment runs the baked projects' code and tools, so it
 installs exactly what their pyproject.toml files ask for, nothing typed twice:
-each database's dependencies and the "dev" dependency group.
+each database's dependencies, the optional extras and the "dev" dependency group.
 
 Run it from the repository's root as `python -m tools.baked_requirements TARGET`, so
 that it reads the choices from `tests/variants.py`, as the bake tests do.
@@ -19,7 +19,7 @@ from tests.variants import CHOICES, TEMPLATE
 
 
 def requirements_of(database: str, output: Path) -> list[str]:
-    """The dependencies and dev group of the project baked with `database`."""
+    """The dependencies, extras and dev group of the project baked with `database`."""
     project = cookiecutter(
         str(TEMPLATE),
         no_input=True,
@@ -34,7 +34,10 @@ def requirements_of(database: str, output: Path) -> list[str]:
             "error: the baked dev group includes another group; list its requirements "
             "in it one by one, or expand the include in tools/baked_requirements.py."
         )
-    return [*pyproject["project"]["dependencies"], *dev]
+    # The extras too (tracing): the tests exercise what they turn on.
+    extras = pyproject["project"].get("optional-dependencies", {}).values()
+    optional = [requirement for extra in extras for requirement in extra]
+    return [*pyproject["project"]["dependencies"], *optional, *dev]
 
 
 def main(target: Path) -> None:

@@ -105,6 +105,12 @@ def create_app(
             count_statements(engines[name])
     app.add_middleware(UnhandledErrorMiddleware)  # inside the request id, outside the sessions
     app.add_middleware(RequestContextMiddleware, log_statements=settings.debug)
+    if settings.otel_enabled:
+        # Imported only here: the tracing packages are an optional extra. Last, so that
+        # the request's span encloses every middleware; it removes itself at shutdown.
+        from app.tracing import instrument
+
+        instrument(app)
     return app
 
 

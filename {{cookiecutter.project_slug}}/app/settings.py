@@ -2,6 +2,7 @@
 
 import sys
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -25,6 +26,23 @@ class SettingsError(Exception):
             "Invalid configuration; fix these in the environment or in .env "
             "(see .env.example): " + "; ".join(problems)
         )
+
+
+# What app/tracing.py imports: the `tracing` extra of pyproject.toml.
+_TRACING_PACKAGES = (
+    "opentelemetry-sdk",
+    "opentelemetry-exporter-otlp-proto-http",
+    "opentelemetry-instrumentation-fastapi",
+    "opentelemetry-instrumentation-sqlalchemy",
+)
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        version(distribution)
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 class Settings(BaseSettings):
@@ -84,6 +102,20 @@ class Settings(BaseSettings):
     health_check_timeout: float = Field(default=2.0, gt=0)
     # A request body larger than this many bytes gets 413 before it is read in full.
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    # Traces every request and SQL statement with OpenTelemetry (app/tracing.py), set up
+    # by the standard OTEL_* variables; needs the project's `tracing` extra.
+    otel_enabled: bool = False
+
+    @field_validator("otel_enabled")
+    @classmethod
+    def _tracing_installed(cls, enabled: bool) -> bool:
+        missing = [name for name in _TRACING_PACKAGES if not _installed(name)] if enabled else []
+        if missing:
+            raise ValueError(
+                f"tracing needs {', '.join(missing)}, which are not installed: install the "
+                "project with its tracing extra (pip install '.[tracing]'), or unset OTEL_ENABLED"
+            )
+        return enabled
 
     @field_validator("database_replica_url")
     @classmethod

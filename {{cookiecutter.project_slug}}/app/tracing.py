@@ -1,0 +1,210 @@
+"""OpenTelemetry traces, on when OTEL_ENABLED is set: a span per request and per SQL statement.
+
+`create_app` calls `instrument(app)` last, and imports this module only then: its packages
+are the project's `tracing` extra, and a service that does not trace never loads them. The
+factory runs in each server process after it started (uvicorn calls it in every worker it
+spawns, and again after each reload), so the span exporter's thread and connections belong
+to that process and are never inherited across a fork.
+
+- The TracerProvider is built from the standard OTEL_* variables of the process
+  environment: OTEL_SERVICE_NAME (the project's name when unset), OTEL_RESOURCE_ATTRIBUTES,
+  OTEL_TRACES_SAMPLER, OTEL_TRACES_EXPORTER (`otlp`, the default, `console` or `none`),
+  OTEL_EXPORTER_OTLP_ENDPOINT and the rest of the exporter's and OTEL_BSP_* batching
+  variables, which the SDK reads itself.
+- The FastAPI instrumentation wraps the whole middleware stack, so the request's span
+  encloses the session middlewares and their COMMIT; each engine of `app.state.engines`
+  is traced through its `sync_engine`, so every statement of every database is a child of
+  the request's span.
+- The request's span carries its `request_id`; the request's log line and the error
+  line of a 500 carry the `trace_id`, so a log search and a trace search find each other.
+- A failed statement's span says why with the row values hidden, as the logs do.
+
+When the app's lifespan ends, the instrumentation is removed and the provider flushes its
+spans and shuts down.
+"""
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import entry_points
+from typing import Any
+
+from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import Status, StatusCode
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.observability import hide_row_values
+from app.settings import SettingsError
+
+__all__ = ["REQUEST_ID_ATTRIBUTE", "TRACE_ID_FIELD", "instrument"]
+
+# The same name as the log lines' field, so that one search key finds both.
+REQUEST_ID_ATTRIBUTE = "request_id"
+TRACE_ID_FIELD = "trace_id"
+DEFAULT_SERVICE_NAME = "{{ cookiecutter.project_slug }}"
+# The loggers of the request's line and of a 500's error line.
+_LOGGERS = ("app.requests", "app.errors")
+# What OTEL_EXPORTER_OTLP_PROTOCOL may name, and the exporter's entry point for each; the
+# `tracing` extra installs the HTTP one, which the specification makes the default.
+_OTLP_EXPORTERS = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
+
+
+def instrument(app: FastAPI) -> None:
+    """Trace `app`'s requests and the statements of every engine in `app.state.engines`.
+
+    Call it once the app has its middlewares. It refuses an OTEL_TRACES_EXPORTER it
+    cannot honour with a SettingsError naming the variable and the fix.
+    """
+    exporters = _exporters()
+    provider = TracerProvider(resource=_resource())
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # The process's first app also serves trace.get_tracer() in the app's own code, so
+        # that spans made there join the request's trace. It can be set only once.
+        trace.set_tracer_provider(provider)
+    app.state.tracer_provider = provider
+
+    # Outermost of the app's own middlewares: it reads the id that RequestContextMiddleware,
+    # inside it, has put in the scope's state.
+    app.add_middleware(_RequestIdOnSpan)
+    # The receive and send spans of each ASGI message would double the spans per request,
+    # telling little that the request's span does not.
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=provider, exclude_spans=["receive", "send"]
+    )
+    engines = [engine.sync_engine for engine in _engines(app)]
+    for engine in engines:
+        # Before the instrumentation's own error listener, which would quote the message.
+        event.listen(engine, "handle_error", _end_failed_statement_span, insert=True)
+    # The instrumentation declares SQLAlchemy < 2.1, which the project allows;
+    # tests/test_tracing.py shows the statements traced on the version installed.
+    SQLAlchemyInstrumentor().instrument(
+        engines=engines, tracer_provider=provider, skip_dep_check=True
+    )
+    trace_ids = _TraceIdOnRecord()
+    for name in _LOGGERS:
+        logging.getLogger(name).addFilter(trace_ids)
+
+    lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def traced_lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        try:
+            async with lifespan(app) as state:
+                yield state
+        finally:
+            # After the app's own shutdown, so that the spans of that are exported too.
+            for name in _LOGGERS:
+                logging.getLogger(name).removeFilter(trace_ids)
+            SQLAlchemyInstrumentor().uninstrument()
+            for engine in engines:
+                event.remove(engine, "handle_error", _end_failed_statement_span)
+            FastAPIInstrumentor.uninstrument_app(app)
+            provider.shutdown()  # exports what is still queued
+
+    app.router.lifespan_context = traced_lifespan
+
+
+def _engines(app: FastAPI) -> list[AsyncEngine]:
+    engines: dict[str, AsyncEngine] = app.state.engines
+    return list(engines.values())
+
+
+def _resource() -> Resource:
+    resource = Resource.create()
+    # Without OTEL_SERVICE_NAME (or a service.name in OTEL_RESOURCE_ATTRIBUTES) the SDK
+    # names every service "unknown_service".
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    return resource
+
+
+def _exporters() -> list[SpanExporter]:
+    """The span exporters OTEL_TRACES_EXPORTER names; `none` records spans and sends none."""
+    exporters = []
+    for name in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(","):
+        name = name.strip().lower()
+        if name in ("", "none"):
+            continue
+        if name == "otlp":
+            protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+                "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+            )
+            if protocol not in _OTLP_EXPORTERS:
+                raise SettingsError(
+                    f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not an OTLP protocol; "
+                    "use http/protobuf (or grpc, with opentelemetry-exporter-otlp-proto-grpc)."
+                )
+            name = _OTLP_EXPORTERS[protocol]
+        found = entry_points(group="opentelemetry_traces_exporter", name=name)
+        if not found:
+            raise SettingsError(
+                f"OTEL_TRACES_EXPORTER: no span exporter named {name!r} is installed; "
+                "use otlp, console or none, or install the package that provides it."
+            )
+        exporter_class = next(iter(found)).load()
+        exporters.append(exporter_class())
+    return exporters
+
+
+class _RequestIdOnSpan:
+    """Pure ASGI: puts the request id on the request's span as the response starts.
+
+    Not later: the instrumentation ends the span with the response's last byte. A request
+    that ends with no response (the client left) gets the id when the app returns.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        span = trace.get_current_span()
+
+        def add_request_id() -> None:
+            request_id = scope.get("state", {}).get("request_id")
+            if request_id is not None and span.is_recording():
+                span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                add_request_id()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            add_request_id()
+
+
+class _TraceIdOnRecord(logging.Filter):
+    """Adds the current trace's id to a record, as the `trace_id` field of its JSON line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            setattr(record, TRACE_ID_FIELD, trace.format_trace_id(context.trace_id))
+        return True
+
+
+def _end_failed_statement_span(context: ExceptionContext) -> None:
+    # The instrumentation keeps a statement's span on its execution context and, on an
+    # error, ends it with the driver's message as it is: PostgreSQL's DETAIL line and
+    # MySQL's "Duplicate entry" quote the row's values. End it here with them hidden.
+    execution = context.execution_context
+    span = getattr(execution, "_otel_span", None)
+    if execution is None or span is None:
+        return
+    span.set_status(Status(StatusCode.ERROR, hide_row_values(str(context.original_exception))))
+    span.end()
+    execution._otel_span = None  # type: ignore[attr-defined]
