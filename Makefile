@@ -37,7 +37,7 @@ demo: install ## Bake the default answers into ./demo/ and run its `make dev`
 	@test -d demo/my-service || $(BIN)/cookiecutter --no-input --output-dir demo .
 	$(MAKE) -C demo/my-service dev
 
-bench: ## Benchmark the session layer against its peers on PostgreSQL (about 12 minutes; BENCH_ARGS=--quick for a smoke run)
+bench: ## Benchmark the service and its session layer against their peers on PostgreSQL, with every target (about 15 minutes; BENCH_ARGS=--quick for a smoke run)
 	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
 
 clean: ## Remove the virtualenv, the demo and caches

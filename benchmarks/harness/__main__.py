@@ -18,13 +18,25 @@ import asyncpg
 
 from . import database
 from .config import DEFAULT_DATABASE_URL, PEER_PACKAGE, POOL_SIZE
-from .contestants import BASELINE, BENCHMARKS, ENDPOINTS, Contestant, contestants
-from .load import WRK_OPTIONS, Slice, combine, load_slice, warm_up
+from .contestants import (
+    BASELINE,
+    BENCHMARKS,
+    ENDPOINTS,
+    SERVICE,
+    Contestant,
+    Route,
+    contestants,
+    scale_service,
+)
+from .database import SCALE_USERS
+from .load import WRK_OPTIONS, Sample, Slice, combine, load_slice, warm_up
 from .memory import MemorySample, measure_export
-from .report import Results, Round, render
+from .profile import recording, render_profile, summarize
+from .report import Results, Round, Scale, render
 from .server import UVICORN_OPTIONS, Server, ServerError, request, running, set_up
 
 RESULTS = BENCHMARKS / "results"
+PROFILES = RESULTS / "profiles"
 # Rounds, warm-up seconds and measured seconds per endpoint.
 FULL = (3, 2, 5)
 QUICK = (1, 1, 3)
@@ -58,6 +70,18 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--only", help="comma-separated contestant keys to run (the baseline always runs)"
     )
+    parser.add_argument(
+        "--no-scale",
+        action="store_true",
+        help="skip the scale benchmark (the service's list and reads on "
+        f"{', '.join(f'{n:,}' for n in SCALE_USERS)} users)",
+    )
+    parser.add_argument(
+        "--profile",
+        help="comma-separated contestant keys to sample with py-spy during the first round; "
+        f"the collapsed stacks go to {PROFILES.relative_to(BENCHMARKS)}/, a summary into "
+        "the report",
+    )
     arguments = parser.parse_args()
     rounds, warmup, seconds = QUICK if arguments.quick else FULL
     arguments.rounds = arguments.rounds or rounds
@@ -89,10 +113,12 @@ def _selected(everyone: list[Contestant], only: str | None) -> list[Contestant]:
     return [c for c in everyone if c.key in keys]
 
 
-def _prepare(contestant: Contestant, url: str) -> str | None:
-    """Recreate, set up and seed the contestant's own database; why that failed, if it did."""
-    if contestant.database is None:
+def _prepare(contestant: Contestant, url: str, prepared: set[str]) -> str | None:
+    """Recreate, set up and seed the contestant's database, unless an earlier contestant's
+    run did it (the database is in `prepared`); why that failed, if it did."""
+    if contestant.database is None or contestant.database in prepared:
         return None
+    prepared.add(contestant.database)
     _log(f"database: recreating, setting up and seeding the {contestant.title}'s database")
     try:
         database.run(contestant.database, recreate=True)
@@ -108,21 +134,29 @@ def _prepare(contestant: Contestant, url: str) -> str | None:
 def _memory(
     chosen: list[Contestant], failures: dict[str, str], *, rows: int, cpu: int, url: str
 ) -> dict[str, MemorySample | str]:
-    """Each export's memory growth, or why it failed."""
+    """Each export's speed and memory growth, or why it failed, by "<contestant> <format>"."""
     outcomes: dict[str, MemorySample | str] = {}
     for contestant in chosen:
-        if contestant.export is None or contestant.key in failures:
+        if contestant.key in failures:
             continue
-        _log(f"memory: streaming {rows:,} rows from {contestant.title}")
-        try:
-            sample = measure_export(contestant, contestant.export, cpu=cpu, database_url=url)
-        except (RuntimeError, OSError, http.client.HTTPException) as error:
-            outcomes[contestant.key] = f"failed: {str(error).splitlines()[0]}"
-            _log(f"  failed: {error}")
-            continue
-        _log(f"  {sample.rows:,} rows in {sample.seconds:.1f} s, growth {sample.growth_mb:.1f} MB")
-        wrong = f"failed: exported {sample.rows:,} rows of {rows:,}"
-        outcomes[contestant.key] = sample if sample.rows == rows else wrong
+        for form, export in contestant.exports.items():
+            key = f"{contestant.key} {form}"
+            _log(f"export: streaming {rows:,} rows as {form} from {contestant.title}")
+            header = 1 if form == "csv" else 0
+            try:
+                sample = measure_export(
+                    contestant, export, cpu=cpu, database_url=url, header_lines=header
+                )
+            except (RuntimeError, OSError, http.client.HTTPException) as error:
+                outcomes[key] = f"failed: {str(error).splitlines()[0]}"
+                _log(f"  failed: {error}")
+                continue
+            _log(
+                f"  {sample.rows:,} rows in {sample.seconds:.1f} s "
+                f"({sample.rows_per_second:,.0f} rows/s), growth {sample.growth_mb:.1f} MB"
+            )
+            wrong = f"failed: exported {sample.rows:,} rows of {rows:,}"
+            outcomes[key] = sample if sample.rows == rows else wrong
     return outcomes
 
 
@@ -133,22 +167,35 @@ def _start(
     *,
     cpu: int,
     url: str,
-) -> list[tuple[Contestant, Server]]:
-    """Start every contestant that has not failed and check its routes; record who fails."""
+) -> list[tuple[Contestant, Server, dict[str, Route]]]:
+    """Start every contestant that has not failed and check its routes; record who fails.
+
+    Each started contestant comes with the routes that answered their check: a route
+    that answers wrongly is left out and recorded as "<contestant> <endpoint>", so one
+    broken endpoint does not hide the others' figures.
+    """
     started = []
     for contestant in order:
         if contestant.key in failures:
             continue
         try:
             server = stack.enter_context(running(contestant, cpu=cpu, database_url=url))
-            # A contestant that answers wrongly must not score.
-            for check in contestant.routes.values():
-                request(server.port, check)
         except (ServerError, OSError, http.client.HTTPException) as error:
             failures[contestant.key] = str(error) or type(error).__name__
             _log(f"{contestant.title} did not run: {failures[contestant.key]}")
             continue
-        started.append((contestant, server))
+        # A route that answers wrongly must not score.
+        working = {}
+        for endpoint, check in contestant.routes.items():
+            try:
+                request(server.port, check)
+            except (ServerError, OSError, http.client.HTTPException) as error:
+                key = f"{contestant.key} {endpoint}"
+                failures[key] = str(error) or type(error).__name__
+                _log(f"{contestant.title}, {endpoint}: not measured: {failures[key]}")
+                continue
+            working[endpoint] = check
+        started.append((contestant, server, working))
     return started
 
 
@@ -164,20 +211,26 @@ def _round(
     endpoint, in slices that alternate between them, so that every contestant and the
     baseline are measured in the same seconds."""
     server_cpu, wrk_cpu = cores
+    profiled = set(arguments.profile.split(",")) if arguments.profile else set()
     measured: Round = {}
     with contextlib.ExitStack() as stack:
         started = _start(order, failures, stack, cpu=server_cpu, url=url)
         for endpoint in ENDPOINTS:
-            serving = [(c, s, c.routes[endpoint]) for c, s in started if endpoint in c.routes]
+            serving = [(c, s, routes[endpoint]) for c, s, routes in started if endpoint in routes]
             for _, server, route in serving:
                 warm_up(server, route, seconds=arguments.warmup, cpu=wrk_cpu)
             # The slices take turns between the contestants, back and forth, so that a
             # slow spell of the machine falls on all of them, not on whoever was running.
             slices: dict[str, list[Slice]] = {c.key: [] for c, _, _ in serving}
-            for turn in range(arguments.seconds // SLICE_SECONDS):
-                for contestant, server, route in serving[:: 1 if turn % 2 == 0 else -1]:
-                    part = load_slice(server, route, seconds=SLICE_SECONDS, cpu=wrk_cpu)
-                    slices[contestant.key].append(part)
+            with contextlib.ExitStack() as profiling:
+                for contestant, server, _ in serving:
+                    if number == 1 and contestant.key in profiled:
+                        output = PROFILES / f"{contestant.key}-{endpoint}.txt"
+                        profiling.enter_context(recording(server.pid, output, cpu=wrk_cpu))
+                for turn in range(arguments.seconds // SLICE_SECONDS):
+                    for contestant, server, route in serving[:: 1 if turn % 2 == 0 else -1]:
+                        part = load_slice(server, route, seconds=SLICE_SECONDS, cpu=wrk_cpu)
+                        slices[contestant.key].append(part)
             for contestant, _, _ in serving:
                 sample = combine(slices[contestant.key])
                 measured.setdefault(contestant.key, {})[endpoint] = sample
@@ -188,6 +241,75 @@ def _round(
                     + (f"  {sample.errors} errors" if sample.errors else "")
                 )
     return measured
+
+
+def _scale(
+    project: Path, dsn: str, arguments: argparse.Namespace, cores: tuple[int, int], url: str
+) -> Scale:
+    """The service's list and reads on a users table grown through `SCALE_USERS`.
+
+    The table grows between sizes (only the new users are inserted), and each size gets
+    a freshly started server, so no plan or cache from a smaller table carries over.
+    """
+    server_cpu, wrk_cpu = cores
+    samples: dict[int, dict[str, Sample]] = {}
+    failures: dict[str, str] = {}
+    service = scale_service(project, dsn, users=SCALE_USERS[0])
+    _log(f"scale: recreating and migrating {database.name(dsn)}")
+    try:
+        database.run(dsn, recreate=True)
+        set_up(service, database_url=url)
+    except (ServerError, OSError, asyncpg.PostgresError) as error:
+        failures["setup"] = str(error)
+        return Scale(samples, failures)
+    seeded = 0
+    for users in SCALE_USERS:
+        _log(f"scale: {users:,} users")
+        database.run(dsn, [database.add_users(seeded + 1, users), "VACUUM ANALYZE users"])
+        seeded = users
+        service = scale_service(project, dsn, users=users)
+        measured = samples.setdefault(users, {})
+        try:
+            with running(service, cpu=server_cpu, database_url=url) as server:
+                for endpoint, route in service.routes.items():
+                    if endpoint == "no-db":
+                        continue
+                    try:
+                        request(server.port, route)
+                    except (ServerError, OSError, http.client.HTTPException) as error:
+                        failures[f"{users:,} users, {endpoint}"] = str(error)
+                        continue
+                    warm_up(server, route, seconds=arguments.warmup, cpu=wrk_cpu)
+                    parts = [
+                        load_slice(server, route, seconds=SLICE_SECONDS, cpu=wrk_cpu)
+                        for _ in range(arguments.seconds // SLICE_SECONDS)
+                    ]
+                    measured[endpoint] = sample = combine(parts)
+                    _log(f"scale {users:>9,} {endpoint:9} {sample.rps:7,.0f} req/s  "
+                         f"p50 {sample.p50_ms:6.1f} ms")  # fmt: skip
+        except (ServerError, OSError) as error:
+            failures[f"{users:,} users"] = str(error)
+    return Scale(samples, failures)
+
+
+def _profiles(chosen: list[Contestant], keys: list[str]) -> list[str]:
+    """The summary of every recording of the first round, in the table's order."""
+    lines = [
+        "## Profiles",
+        "",
+        "py-spy samples of the first round, taken while each endpoint was measured; "
+        "the sampling costs the server some throughput, so this run's figures are not "
+        "comparable with an unprofiled one.",
+        "",
+    ]
+    for contestant in chosen:
+        if contestant.key not in keys:
+            continue
+        for endpoint, title in ENDPOINTS.items():
+            raw = PROFILES / f"{contestant.key}-{endpoint}.txt"
+            if raw.exists():
+                lines += render_profile(f"{contestant.title}, {title}", summarize(raw), raw)
+    return lines
 
 
 def _versions() -> str:
@@ -223,11 +345,14 @@ def main() -> int:
             "--database-url at a server where this user may create databases."
         )
     failures: dict[str, str] = {}
+    prepared: set[str] = set()
     for contestant in chosen:
-        if problem := _prepare(contestant, sqlalchemy_url):
+        if problem := _prepare(contestant, sqlalchemy_url, prepared):
             failures[contestant.key] = problem
             _log(f"  failed: {problem}")
     memory = _memory(chosen, failures, rows=arguments.rows, cpu=cores[0], url=sqlalchemy_url)
+    if arguments.profile:
+        PROFILES.mkdir(parents=True, exist_ok=True)
     rounds = []
     for number in range(arguments.rounds):
         # Rotate the order so that no contestant always runs first or last.
@@ -235,10 +360,21 @@ def main() -> int:
         order = chosen[shift:] + chosen[:shift]
         rounds.append(_round(number + 1, order, failures, arguments, cores, sqlalchemy_url))
 
+    scale = None
+    if not arguments.no_scale and any(c.key == SERVICE for c in chosen):
+        scale_dsn = database.with_database(url, database.name(url) + "_service_scale")
+        scale = _scale(arguments.project, scale_dsn, arguments, cores, sqlalchemy_url)
+
     minutes = (time.monotonic() - started) / 60
     # Only a run with every default replaces the table the docs quote.
     timing = (arguments.rounds, arguments.warmup, arguments.seconds)
-    defaults = timing == FULL and arguments.rows == ROWS and arguments.only is None
+    defaults = (
+        timing == FULL
+        and arguments.rows == ROWS
+        and arguments.only is None
+        and arguments.profile is None
+        and not arguments.no_scale
+    )
     kind = "quick" if arguments.quick else "full" if defaults else "custom"
     stem = "latest" if kind == "full" else kind
     header = [
@@ -252,7 +388,9 @@ def main() -> int:
         "",
         _versions() + ".",
     ]
-    markdown = render(Results(chosen, rounds, failures, memory, header))
+    markdown = render(Results(chosen, rounds, failures, memory, header, scale))
+    if arguments.profile:
+        markdown += "\n".join(_profiles(chosen, arguments.profile.split(",")))
     raw = {
         "rounds": [
             {key: {e: asdict(s) for e, s in samples.items()} for key, samples in measured.items()}
@@ -260,6 +398,15 @@ def main() -> int:
         ],
         "failures": failures,
         "memory": {k: v if isinstance(v, str) else asdict(v) for k, v in memory.items()},
+        "scale": None
+        if scale is None
+        else {
+            "samples": {
+                str(users): {e: asdict(s) for e, s in measured.items()}
+                for users, measured in scale.samples.items()
+            },
+            "failures": scale.failures,
+        },
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.md").write_text(markdown)

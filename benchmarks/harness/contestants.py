@@ -1,31 +1,29 @@
 """The contestants, the endpoints they serve and the requests that measure them."""
 
+import dataclasses
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import LIST_SIZE, PEER_PACKAGE, PEER_VERSION, POOL_SIZE
-from .database import (
-    SERVICE_USERS,
-    name,
-    service_seed,
-    service_user_id,
-    sqlalchemy_url,
-    with_database,
-)
+from .database import SERVICE_USERS, service_seed, service_user_id, sqlalchemy_url
 
 __all__ = [
     "BASELINE",
     "BASELINE_AGAIN",
     "BENCHMARKS",
+    "COUNTERPART",
     "ENDPOINTS",
     "PEER",
     "SERVICE",
     "SERVICE_NO_PRE_PING",
+    "SERVICE_TRACED",
     "SESSION_LAYER",
     "Contestant",
     "Route",
     "contestants",
+    "scale_service",
+    "service_reads",
 ]
 
 BENCHMARKS = Path(__file__).resolve().parent.parent
@@ -35,9 +33,14 @@ APPS = BENCHMARKS / "apps"
 ENDPOINTS = {
     "no-db": "no database",
     "read": "read one row by primary key",
+    # The service's read again, on the path its docs recommend for hot reads (Core
+    # statements returning mappings); the others have no such route.
+    "fast-read": "read one row, fast path",
     "list": f"list {LIST_SIZE} rows",
     "insert": "insert with commit",
 }
+# An endpoint only some contestants serve is compared with the baseline's counterpart.
+COUNTERPART = {"fast-read": "read"}
 
 # The keys the report and the targets refer to.
 SESSION_LAYER = "app-db"
@@ -45,6 +48,8 @@ SERVICE = "service"
 # The service without `pool_pre_ping`: what retrying on a disconnect would cost while
 # nothing is disconnected, since its error hook runs only when a statement fails.
 SERVICE_NO_PRE_PING = "service-no-pre-ping"
+# The service with OpenTelemetry on (OTEL_ENABLED): a span per request and statement.
+SERVICE_TRACED = "service-traced"
 BASELINE = "baseline"
 BASELINE_AGAIN = "baseline-again"
 PEER = "peer"
@@ -85,8 +90,8 @@ class Contestant:
     # Extra directories for the server's sys.path, and extra environment.
     path: tuple[Path, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
-    # The NDJSON export the memory check streams, when the contestant has one.
-    export: Route | None = None
+    # The exports the memory check streams, by format ("ndjson", "csv"), when it has them.
+    exports: dict[str, Route] = field(default_factory=dict)
     # A database of its own (a libpq URL), dropped and created empty on every run,
     # then built by `setup` (arguments to the venv's python, run in `app_dir`) and
     # filled by the SQL statements of `seed`.
@@ -105,18 +110,40 @@ def _shared_routes(rows: int) -> dict[str, Route]:
     }
 
 
+_SERVICE_EXPORTS = {
+    "ndjson": Route("GET", "/export/notes"),
+    "csv": Route("GET", "/export/notes?format=csv"),
+}
+
+
+def service_reads(users: int) -> dict[str, Route]:
+    """The service's read, fast read and list on a table of `users` seeded users."""
+    middle = service_user_id(users // 2 + 1)
+    return {
+        "read": Route("GET", f"/users/{middle}"),
+        # Same schema and rules as /users/{id}, through Core mappings.
+        "fast-read": Route("GET", f"/profiles/{middle}"),
+        # A page object: the first LIST_SIZE users by creation time, in `items`.
+        "list": Route("GET", f"/users?limit={LIST_SIZE}", length=LIST_SIZE, items="items"),
+    }
+
+
 def _service_routes() -> dict[str, Route]:
     """The baked service's own example endpoints, on the rows `database.service_seed` writes."""
     # Both fields are unique in the service's tables.
     created = '{"email": "bench-{tag}-{n}@example.com", "username": "bench-{tag}-{n}"}'
     return {
         "no-db": Route("GET", "/health/live"),
-        "read": Route("GET", f"/users/{service_user_id(SERVICE_USERS // 2 + 1)}"),
-        # A page object: the first LIST_SIZE users by creation time, with the total count.
-        "list": Route("GET", f"/users?limit={LIST_SIZE}", length=LIST_SIZE, items="items"),
+        **service_reads(SERVICE_USERS),
         # Also writes the service's welcome note, in the same transaction.
         "insert": Route("POST", "/users", body=created, status=201),
     }
+
+
+def scale_service(project: Path, dsn: str, *, users: int) -> Contestant:
+    """The service on the scale benchmark's database, holding `users` users and no notes."""
+    service = _service(SERVICE, "baked service", project, dsn, rows=0)
+    return replace(service, routes={"no-db": service.routes["no-db"], **service_reads(users)})
 
 
 def _service(
@@ -136,11 +163,22 @@ def _service(
             "DATABASE_MAX_OVERFLOW": "0",
             "DATABASE_POOL_PRE_PING": str(pre_ping).lower(),
         },
-        export=Route("GET", "/export/notes") if pre_ping else None,
+        exports=_SERVICE_EXPORTS if pre_ping else {},
         database=dsn,
         setup=("-m", "app.migrate", "upgrade"),
         seed=service_seed(users=SERVICE_USERS, notes=rows),
     )
+
+
+def _traced(service: Contestant) -> Contestant:
+    """`service` with every request and statement traced, on the service's database.
+
+    Every span is recorded and then dropped (OTEL_TRACES_EXPORTER=none): the figures are
+    what tracing costs the request itself. Exporting adds the batch processor's work in a
+    thread of each worker, and no collector runs here to receive it.
+    """
+    env = {**service.env, "OTEL_ENABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
+    return dataclasses.replace(service, env=env)
 
 
 def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestant]:
@@ -149,7 +187,7 @@ def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestan
     The apps in `apps/` serve `rows` seeded items. The service gets a database of its
     own (`service_dsn`), built by its own migrations (it is not ready on one that is
     not up to date) and seeded with `rows` notes, which its export streams; the same
-    service without pool pre-ping gets a second database.
+    service without pool pre-ping shares it.
     """
     shared = _shared_routes(rows)
     return [
@@ -159,14 +197,17 @@ def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestan
             "session_layer:app",
             shared,
             path=(project,),
-            export=Route("GET", "/export"),
+            exports={"ndjson": Route("GET", "/export")},
         ),
         _service(SERVICE, "baked service", project, service_dsn, rows=rows),
+        _traced(_service(SERVICE_TRACED, "baked service, traced", project, service_dsn, rows=rows)),
+        # On the service's database: the list reads by index, so the other's inserts
+        # do not change its cost, and a second million users would double the seeding.
         _service(
             SERVICE_NO_PRE_PING,
             "baked service, no pre-ping",
             project,
-            with_database(service_dsn, name(service_dsn) + "_no_pre_ping"),
+            service_dsn,
             rows=rows,
             pre_ping=False,
         ),

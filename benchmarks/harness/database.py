@@ -9,7 +9,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 __all__ = [
+    "SCALE_USERS",
     "SERVICE_USERS",
+    "add_users",
     "items_seed",
     "name",
     "run",
@@ -19,10 +21,11 @@ __all__ = [
     "with_database",
 ]
 
-# Users seeded into the service's database. Its user list counts and sorts the whole
-# table on every request (there is no index on its order), so this stays small: the
-# list then costs the database about as little as the other contestants' list.
-SERVICE_USERS = 1000
+# Users seeded into the service's database: issue 15's list target is a page of 50 on a
+# table of a million, at the cost of a page on a table of a thousand.
+SERVICE_USERS = 1_000_000
+# The table sizes of the scale benchmark, which measures the list and the reads on each.
+SCALE_USERS = (1_000, 100_000, 1_000_000)
 
 
 def items_seed(rows: int) -> tuple[str, ...]:
@@ -39,17 +42,28 @@ def items_seed(rows: int) -> tuple[str, ...]:
     )
 
 
-def service_seed(*, users: int, notes: int) -> tuple[str, ...]:
-    """The statements that fill the baked service's migrated tables.
+def add_users(first: int, last: int) -> str:
+    """The statement that adds the service's users number `first` to `last`.
 
     User ids are the md5 of a name that `service_user_id` computes too, so its routes
-    know an existing id before the database exists. The notes, which its export
-    streams, are shared between the users in equal blocks of consecutive ids.
+    know an existing id before the database exists. User n was created n seconds into
+    2026, so the creation order is the numbers' order, with no two users tied.
     """
     return (
-        "INSERT INTO users (id, email, username, full_name, preferences) "
+        "INSERT INTO users (id, email, username, full_name, preferences, created_at, updated_at) "
         "SELECT md5('bench-user-' || n)::uuid, 'seed-' || n || '@example.com', 'seed-' || n, "
-        f"'', '{{}}' FROM generate_series(1, {users:d}) AS n",
+        "'', '{}', timestamptz '2026-01-01 00:00:00+00' + n * interval '1 second', "
+        "timestamptz '2026-01-01 00:00:00+00' + n * interval '1 second' "
+        f"FROM generate_series({first:d}, {last:d}) AS n"
+    )
+
+
+def service_seed(*, users: int, notes: int) -> tuple[str, ...]:
+    """The statements that fill the baked service's migrated tables: `add_users`, then the
+    notes, which its export streams, shared between the users in equal blocks of
+    consecutive ids."""
+    return (
+        add_users(1, users),
         "INSERT INTO notes (user_id, title, body) "
         f"SELECT md5('bench-user-' || ((n - 1) * {users:d}::bigint / {notes:d} + 1))::uuid, "
         "'note ' || n, 'Seeded for the benchmark: a short body of a few words.' "
