@@ -82,6 +82,25 @@ async def test_log_lines_written_during_a_request_carry_its_id(
     ]
 
 
+def test_a_line_holds_the_extra_fields_and_those_a_filter_adds() -> None:
+    # The formatter looks for extra fields after a record's own attributes only.
+    record = logging.makeLogRecord({"msg": "hi", "created": 1_764_547_200.5})
+    record.__dict__.update(user="ann", _private="hidden")
+    later = logging.makeLogRecord({"msg": "hi", "created": 1_764_547_201.0})
+
+    line = json.loads(JsonFormatter().format(record))
+    formatter = JsonFormatter()
+    times = [json.loads(formatter.format(r))["time"] for r in (record, record, later)]
+
+    assert line["user"] == "ann"
+    assert "_private" not in line
+    assert "msg" not in line
+    assert "created" not in line
+    # The time is formatted once per second, and moves with the seconds.
+    assert times[0] == times[1] != times[2]
+    assert times[0].startswith(("2025-11-30T", "2025-12-01T"))  # in the machine's zone
+
+
 async def test_debug_mode_logs_how_many_statements_a_request_ran(
     make_live_app: Callable[..., FastAPI], caplog: pytest.LogCaptureFixture
 ) -> None:
