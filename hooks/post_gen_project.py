@@ -1,4 +1,4 @@
-"""Finish a freshly baked project: prune the disabled options and write `.env`.
+"""Finish a freshly baked project: prune the disabled options, write `.env`, lock.
 
 An optional feature is whole files, listed below and deleted here when its option is "no".
 The Python files that wire the features in hold Jinja conditionals only around single
@@ -9,10 +9,15 @@ per database, README.md and .env.example each option's paragraphs and settings.
 
 Running it again over a project re-rendered in place (`cookiecutter -f`) keeps the
 existing `.env` and so its secret.
+
+The lock is the last step, and the only one allowed to fail: a laptop offline, or
+without uv, still gets its project, and one line saying how to lock it (`make lock`).
 """
 
+import os
 import secrets
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -111,10 +116,43 @@ def write_env(root: Path) -> None:
     target.write_text(env)
 
 
+def find_uv() -> str | None:
+    """uv on PATH, else the one installed next to the Python that runs cookiecutter."""
+    beside = Path(sys.executable).parent / "uv"
+    return shutil.which("uv") or (str(beside) if os.access(beside, os.X_OK) else None)
+
+
+def lock(root: Path, uv: str | None) -> str:
+    """Write `uv.lock` under `root` with `uv lock`; one line saying what happened.
+
+    It never downloads a Python interpreter (uv would, for a `python_version` that is
+    not installed), and a failure is reported, not raised: the project is still whole.
+    """
+    if uv is None:
+        return "Did not write uv.lock: uv is not installed. Run `make lock` in the project."
+    try:
+        result = subprocess.run(
+            [uv, "lock", "--no-python-downloads", "--quiet"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"Did not write uv.lock: {uv} lock did not finish ({exc}). Run `make lock` later."
+    if result.returncode != 0:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        reason = errors[0] if errors else f"exit status {result.returncode}"
+        return f"Did not write uv.lock ({reason}); fix that, then run `make lock`."
+    return "Locked the dependencies in uv.lock with uv."
+
+
 def main() -> None:
     root = Path.cwd()
     remove_disabled_options(root, OPTIONS)
     write_env(root)
+    print(lock(root, find_uv()))
     print(f"\nCreated {SLUG}/. Next steps:\n\n    cd {SLUG} && make dev\n")
     print("It runs on an embedded SQLite file until you set DATABASE_URL in .env.")
 

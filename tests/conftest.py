@@ -1,6 +1,7 @@
 """Helpers for baking the template and running commands in what comes out."""
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,6 +16,28 @@ BIN = Path(sys.executable).parent
 RUNNING_IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 Bake = Callable[..., Path]
+
+
+def _select_every_pyenv_python() -> None:
+    """Let uv find each Python that pyenv has installed, to lock the 3.12 and 3.13 bakes.
+
+    The post-gen hook's `uv lock` needs an interpreter of the bake's `python_version` and
+    never downloads one; pyenv's shim for a version it has but has not selected fails
+    instead of being skipped. The selected version stays first, so `python3` is unchanged.
+    Nothing changes without pyenv, or when PYENV_VERSION is set already.
+    """
+    if "PYENV_VERSION" in os.environ or shutil.which("pyenv") is None:
+        return
+    pyenv = ("pyenv", "version-name"), ("pyenv", "versions", "--bare", "--skip-aliases")
+    current, installed = (
+        subprocess.run(command, capture_output=True, text=True, check=False).stdout.split()
+        for command in pyenv
+    )
+    if current:
+        os.environ["PYENV_VERSION"] = ":".join(dict.fromkeys([*current, *installed]))
+
+
+_select_every_pyenv_python()
 
 
 def bake_into(output_dir: Path, **answers: str) -> Path:

@@ -448,3 +448,66 @@ def test_env_file_is_ignored_by_git_and_the_example_is_not(bake: Bake) -> None:
 
     assert ".env" in ignored
     assert ".env.example" not in ignored
+
+
+# The post-gen hook's lock.
+
+PYPROJECT = """[project]
+name = "locked"
+version = "0.1.0"
+requires-python = ">=3.11"
+dependencies = []
+
+[dependency-groups]
+dev = []
+"""
+
+
+def test_lock_writes_uv_lock_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+
+    message = post_gen.lock(tmp_path, post_gen.find_uv())
+
+    assert message == "Locked the dependencies in uv.lock with uv."
+    assert 'name = "locked"' in (tmp_path / "uv.lock").read_text()
+
+
+def test_lock_without_uv_says_how_to_lock_later(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+
+    message = post_gen.lock(tmp_path, None)
+
+    assert message == (
+        "Did not write uv.lock: uv is not installed. Run `make lock` in the project."
+    )
+    assert not (tmp_path / "uv.lock").exists()
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "reason"),
+    [
+        # A Python no machine has: uv would download one, and the hook never lets it.
+        (PYPROJECT.replace(">=3.11", ">=3.99"), "No interpreter found for Python >=3.99"),
+        (PYPROJECT.replace("dependencies = []", 'dependencies = ["not a requirement!"]'), ""),
+    ],
+)
+def test_a_failed_lock_is_one_line_and_never_fails_the_bake(
+    tmp_path: Path, pyproject: str, reason: str
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+
+    message = post_gen.lock(tmp_path, post_gen.find_uv())
+
+    assert message.startswith("Did not write uv.lock (error: ")
+    assert reason in message
+    assert message.endswith("; fix that, then run `make lock`.")
+    assert "\n" not in message
+    assert not (tmp_path / "uv.lock").exists()
+
+
+def test_a_bake_says_whether_it_locked(tmp_path: Path) -> None:
+    result = run("cookiecutter", "--no-input", "-o", tmp_path, TEMPLATE, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "Locked the dependencies in uv.lock with uv." in result.stdout.splitlines()
+    assert (tmp_path / "my-service" / "uv.lock").exists()
