@@ -20,6 +20,10 @@ from app.errors import error_response
 __all__ = ["BodyLimitMiddleware"]
 
 
+# The HTTP versions whose requests carry a body only with Content-Length or chunks.
+_FRAMED_BY_HEADERS = frozenset({"1.0", "1.1"})
+
+
 class _BodyTooLarge(Exception):
     """Raised from `receive()` into the app, to stop it reading further."""
 
@@ -35,9 +39,15 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared, chunked = _framing(scope)
         if declared is not None and declared > self.max_body_bytes:
             await self._refuse(scope, receive, send)
+            return
+        if not declared and not chunked and scope.get("http_version") in _FRAMED_BY_HEADERS:
+            # No Content-Length and no chunks: HTTP/1 says there is no body (RFC 9112,
+            # 6.3), as for nearly every GET, so there is nothing to count or wrap.
+            # HTTP/2 and 3 frame bodies without these headers, so theirs are counted.
+            await self.app(scope, receive, send)
             return
 
         received = 0
@@ -83,11 +93,15 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
-def _content_length(scope: Scope) -> int | None:
+def _framing(scope: Scope) -> tuple[int | None, bool]:
+    """The declared Content-Length, if any, and whether the body comes in chunks."""
+    length, chunked = None, False
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
-                return None  # the server refuses a malformed length; count the body instead
-    return None
+                chunked = True  # the server refuses a malformed length; count the body instead
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length, chunked

@@ -131,6 +131,29 @@ async def test_a_request_without_a_body_passes_through() -> None:
     assert sent[0]["status"] == 204
 
 
+async def test_an_http2_body_without_a_length_header_is_still_counted() -> None:
+    # HTTP/1 has no body without Content-Length or chunks, so those requests skip the
+    # count; HTTP/2 frames its bodies without either header.
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"xy", "more_body": True}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {**http_scope(), "http_version": "2", "method": "POST"}
+    await BodyLimitMiddleware(inner, max_body_bytes=1)(scope, receive, send)
+
+    assert sent[0]["status"] == 413
+
+
 def test_a_limit_below_one_byte_is_refused() -> None:
     async def inner(scope: Scope, receive: Receive, send: Send) -> None: ...
 
