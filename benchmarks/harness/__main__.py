@@ -31,7 +31,7 @@ from .contestants import (
 from .database import SCALE_USERS
 from .load import WRK_OPTIONS, Sample, Slice, combine, load_slice, warm_up
 from .memory import MemorySample, measure_export
-from .profile import recording, render_profile, summarize
+from .profile import py_spy, recording, render_profile, summarize
 from .report import Results, Round, Scale, render
 from .server import UVICORN_OPTIONS, Server, ServerError, request, running, set_up
 
@@ -355,6 +355,10 @@ def main() -> int:
     memory = _memory(chosen, failures, rows=arguments.rows, cpu=cores[0], url=sqlalchemy_url)
     if arguments.profile:
         PROFILES.mkdir(parents=True, exist_ok=True)
+        unknown = set(arguments.profile.split(",")) - {c.key for c in chosen}
+        if unknown:
+            sys.exit(f"--profile names {', '.join(sorted(unknown))}, which this run does not run.")
+        py_spy()  # installed now, before any server runs
     rounds = []
     for number in range(arguments.rounds):
         # Rotate the order so that no contestant always runs first or last.

@@ -25,18 +25,24 @@ RATE = 250  # samples per second; py-spy's default of 100 gives too few for one 
 TOP = 15
 
 
-def py_spy() -> Path | None:
-    """The py-spy next to the running Python (the benchmark's venv), if it is installed."""
+def py_spy() -> Path:
+    """The py-spy next to the running Python (the benchmark's venv), installed on first use:
+    only `--profile` needs it."""
     found = Path(sys.executable).parent / "py-spy"
-    return found if found.exists() else None
+    if not found.exists():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "py-spy"],
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )  # fmt: skip
+    return found
 
 
 @contextlib.contextmanager
 def recording(pid: int, output: Path, *, cpu: int) -> Iterator[None]:
     """Sample process `pid` while the block runs; py-spy runs on core `cpu`."""
     executable = py_spy()
-    if executable is None:
-        raise RuntimeError("py-spy is missing: `benchmarks/.venv/bin/pip install py-spy`.")
     command = [
         "taskset", "-c", str(cpu), str(executable), "record", "--nonblocking", "--nolineno",
         "--format", "raw", "--rate", str(RATE), "--output", str(output), "--pid", str(pid),
