@@ -1,8 +1,9 @@
 """Runtime configuration, read from environment variables and the `.env` file."""
 
+import os
 import sys
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -10,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.db import to_async_url
 
-__all__ = ["Settings", "SettingsError", "get_settings"]
+__all__ = ["Settings", "SettingsError", "get_settings", "span_exporters"]
 
 
 class SettingsError(Exception):
@@ -35,6 +36,41 @@ _TRACING_PACKAGES = (
     "opentelemetry-instrumentation-fastapi",
     "opentelemetry-instrumentation-sqlalchemy",
 )
+
+
+# What OTEL_EXPORTER_OTLP_PROTOCOL may name, and the span exporter's entry point for each;
+# the `tracing` extra installs the HTTP one, which the specification makes the default.
+_OTLP_EXPORTERS = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
+
+
+def span_exporters() -> list[EntryPoint]:
+    """The installed span exporters that OTEL_TRACES_EXPORTER names; `none` names none.
+
+    Raises ValueError naming the variable and the fix for a name that is not installed.
+    """
+    found: list[EntryPoint] = []
+    for name in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(","):
+        name = name.strip().lower()
+        if name in ("", "none"):
+            continue
+        if name == "otlp":
+            protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+                "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+            )
+            if protocol not in _OTLP_EXPORTERS:
+                raise ValueError(
+                    f"OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r} is not an OTLP protocol; use "
+                    "http/protobuf (or grpc, with opentelemetry-exporter-otlp-proto-grpc)"
+                )
+            name = _OTLP_EXPORTERS[protocol]
+        exporters = entry_points(group="opentelemetry_traces_exporter", name=name)
+        if not exporters:
+            raise ValueError(
+                f"OTEL_TRACES_EXPORTER names {name!r}, but no span exporter of that name is "
+                "installed; use otlp, console or none, or install the package that provides it"
+            )
+        found.extend(exporters)
+    return found
 
 
 def _installed(distribution: str) -> bool:
@@ -109,12 +145,15 @@ class Settings(BaseSettings):
     @field_validator("otel_enabled")
     @classmethod
     def _tracing_installed(cls, enabled: bool) -> bool:
-        missing = [name for name in _TRACING_PACKAGES if not _installed(name)] if enabled else []
+        if not enabled:
+            return enabled
+        missing = [name for name in _TRACING_PACKAGES if not _installed(name)]
         if missing:
             raise ValueError(
                 f"tracing needs {', '.join(missing)}, which are not installed: install the "
                 "project with its tracing extra (pip install '.[tracing]'), or unset OTEL_ENABLED"
             )
+        span_exporters()  # the OTEL_* variables are checked here, before any worker starts
         return enabled
 
     @field_validator("database_replica_url")

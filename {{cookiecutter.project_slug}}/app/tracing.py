@@ -24,10 +24,8 @@ spans and shuts down.
 """
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib.metadata import entry_points
 from typing import Any
 
 from fastapi import FastAPI
@@ -44,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability import hide_row_values
-from app.settings import SettingsError
+from app.settings import SettingsError, span_exporters
 
 __all__ = ["REQUEST_ID_ATTRIBUTE", "TRACE_ID_FIELD", "instrument"]
 
@@ -54,9 +52,6 @@ TRACE_ID_FIELD = "trace_id"
 DEFAULT_SERVICE_NAME = "{{ cookiecutter.project_slug }}"
 # The loggers of the request's line and of a 500's error line.
 _LOGGERS = ("app.requests", "app.errors")
-# What OTEL_EXPORTER_OTLP_PROTOCOL may name, and the exporter's entry point for each; the
-# `tracing` extra installs the HTTP one, which the specification makes the default.
-_OTLP_EXPORTERS = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
 
 
 def instrument(app: FastAPI) -> None:
@@ -132,30 +127,10 @@ def _resource() -> Resource:
 
 def _exporters() -> list[SpanExporter]:
     """The span exporters OTEL_TRACES_EXPORTER names; `none` records spans and sends none."""
-    exporters = []
-    for name in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(","):
-        name = name.strip().lower()
-        if name in ("", "none"):
-            continue
-        if name == "otlp":
-            protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
-                "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
-            )
-            if protocol not in _OTLP_EXPORTERS:
-                raise SettingsError(
-                    f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not an OTLP protocol; "
-                    "use http/protobuf (or grpc, with opentelemetry-exporter-otlp-proto-grpc)."
-                )
-            name = _OTLP_EXPORTERS[protocol]
-        found = entry_points(group="opentelemetry_traces_exporter", name=name)
-        if not found:
-            raise SettingsError(
-                f"OTEL_TRACES_EXPORTER: no span exporter named {name!r} is installed; "
-                "use otlp, console or none, or install the package that provides it."
-            )
-        exporter_class = next(iter(found)).load()
-        exporters.append(exporter_class())
-    return exporters
+    try:
+        return [exporter.load()() for exporter in span_exporters()]
+    except ValueError as exc:  # the settings check names it first; this covers a test's app
+        raise SettingsError(str(exc)) from None
 
 
 class _RequestIdOnSpan:
