@@ -22,7 +22,16 @@ def site_source(tmp_path: Path) -> Path:
 
 
 def _build(source: Path) -> tuple[int, str]:
-    result = run("mkdocs", "build", "--strict", "--site-dir", str(source / "site"), cwd=source)
+    result = run(
+        "mkdocs",
+        "build",
+        "--strict",
+        "--site-dir",
+        str(source / "site"),
+        cwd=source,
+        # mkdocs-material's banner about its successor, on every build.
+        env={"NO_MKDOCS_2_WARNING": "1"},
+    )
     return result.returncode, result.stdout + result.stderr
 
 
