@@ -77,8 +77,11 @@ def _bake(into: Path) -> Path:
 
 def _dependencies(project: Path) -> list[str]:
     with (project / "pyproject.toml").open("rb") as file:
-        dependencies: list[str] = tomllib.load(file)["project"]["dependencies"]
-    return dependencies
+        project_table = tomllib.load(file)["project"]
+    # The extras too: the traced contestant needs the tracing one.
+    extras = project_table.get("optional-dependencies", {}).values()
+    dependencies: list[str] = project_table["dependencies"]
+    return [*dependencies, *(requirement for extra in extras for requirement in extra)]
 
 
 def _bake_and_run() -> int:
