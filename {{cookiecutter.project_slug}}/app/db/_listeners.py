@@ -16,6 +16,7 @@ mapped; the session listener by `install_session_listeners()`, which
 `create_session_factory()` calls for the session class it uses.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, event, inspect
@@ -47,12 +48,26 @@ def install_session_listeners(session_class: type[Session]) -> None:
 
 
 def _normalize(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    normalizers = _normalizers.get(mapper)
+    if normalizers is None:
+        # A mapper's columns are fixed once it is configured, and it is configured before
+        # its first flush: look them up once, not on every row.
+        normalizers = _normalizers[mapper] = tuple(
+            (attribute.key, attribute.columns[0].info[NORMALIZE])
+            for attribute in mapper.column_attrs
+            if NORMALIZE in attribute.columns[0].info
+        )
+    if not normalizers:
+        return
     loaded = inspect(target).dict
-    for attribute in mapper.column_attrs:
-        normalize = attribute.columns[0].info.get(NORMALIZE)
-        value = loaded.get(attribute.key)
-        if normalize is not None and isinstance(value, str):
-            setattr(target, attribute.key, normalize(value))
+    for key, normalize in normalizers:
+        value = loaded.get(key)
+        if isinstance(value, str):
+            setattr(target, key, normalize(value))
+
+
+# Each mapper's normalised columns: (attribute key, function) pairs, filled by _normalize.
+_normalizers: dict[Mapper[Any], tuple[tuple[str, Callable[[str], str]], ...]] = {}
 
 
 def _touch(mapper: Mapper[Any], connection: Connection, target: TimestampMixin) -> None:
