@@ -16,7 +16,7 @@ The modules behind it are private, one concept each:
     _column_types   column types that behave alike on every backend
     _mixins         timestamp and soft-delete columns
     _listeners      the listeners that make the mixins and normalisers work
-    _queries        query helpers: lookups, race-safe get-or-create, pages
+    _queries        query helpers: lookups, race-safe get-or-create, pages, counts
     _dependency     the FastAPI dependency that yields the request's session
 
 `SessionDep`, `get_session` and `session_dependency` import FastAPI, so they load on
@@ -42,7 +42,7 @@ from ._middleware import SQLAlchemyMiddleware, create_middleware_and_session_pro
 from ._mixins import INCLUDE_DELETED, CreatedAtMixin, SoftDeleteMixin, TimestampMixin, utc_now
 from ._pool import has_free_connection, pool_capacity
 from ._proxy import SessionBlock, SessionProxy, db
-from ._queries import QueryMixin, fetch_page
+from ._queries import QueryMixin, count_rows, estimate_rows, fetch_keyset_page, fetch_page
 from ._replica import PRIMARY, Replica, use_primary
 from ._urls import to_async_url
 
@@ -79,10 +79,13 @@ __all__ = [
     "TimestampMixin",
     "UTCDateTime",
     "UtcNow",
+    "count_rows",
     "create_engine",
     "create_middleware_and_session_proxy",
     "create_session_factory",
     "db",
+    "estimate_rows",
+    "fetch_keyset_page",
     "fetch_page",
     "get_session",
     "has_free_connection",

@@ -1,16 +1,16 @@
-"""Query helpers: the lookups every model inherits, race-safe get-or-create, and pages."""
+"""Query helpers: the lookups every model inherits, race-safe get-or-create, pages and counts."""
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, FromClause, Select, and_, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapper
+from sqlalchemy.orm import InstrumentedAttribute, Mapper
 
 from ._proxy import db
 
-__all__ = ["QueryMixin", "fetch_page"]
+__all__ = ["QueryMixin", "count_rows", "estimate_rows", "fetch_keyset_page", "fetch_page"]
 
 T = TypeVar("T")
 
@@ -106,11 +106,109 @@ class QueryMixin:
         return instance, created
 
 
+async def fetch_keyset_page(
+    session: AsyncSession,
+    query: Select[Any],
+    *,
+    key: Sequence[InstrumentedAttribute[Any]],
+    limit: int,
+    after: Sequence[Any] | None = None,
+    descending: bool = False,
+) -> tuple[Sequence[Any], tuple[Any, ...] | None]:
+    """`limit` rows of `query` in the order of `key`, starting after the row whose key is
+    `after`; and the key of the page's last row when more rows follow, else None.
+
+    `key` is a list of the model's columns that together are unique (end it with the
+    primary key), and an index should hold them in that order: then the database reads
+    `limit` rows however deep the page. `query` selects one model (`select(User)`) and
+    is not ordered; this orders it by `key`, ascending, or descending with
+    `descending=True`.
+    """
+    if after is not None:
+        if len(after) != len(key):
+            raise TypeError(f"after= needs {len(key)} value(s), one per key column.")
+        query = query.where(_beyond(key, after, descending=descending))
+    order = [column.desc() if descending else column.asc() for column in key]
+    # One row more than the page tells whether another page follows, without a count.
+    rows = (await session.scalars(query.order_by(*order).limit(limit + 1))).all()
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], tuple(getattr(last, column.key) for column in key)
+
+
+def _beyond(
+    key: Sequence[InstrumentedAttribute[Any]], values: Sequence[Any], *, descending: bool
+) -> ColumnElement[bool]:
+    """Rows after `values` in the order of `key`: `a >= x AND (a > x OR b > y)`.
+
+    Spelled with comparisons on the leading column rather than a row comparison,
+    `(a, b) > (x, y)`, because every backend turns `a >= x` into an index range, while
+    MySQL does not always do so for a row comparison; the rest filters the few rows that
+    share `x`.
+    """
+    column, value = key[0], values[0]
+    past: ColumnElement[bool] = column < value if descending else column > value
+    if len(key) == 1:
+        return past
+    edge = column <= value if descending else column >= value
+    return and_(edge, or_(past, _beyond(key[1:], values[1:], descending=descending)))
+
+
+async def count_rows(session: AsyncSession, query: Select[Any], *, at_most: int) -> int:
+    """How many rows `query` matches, counting no further than `at_most` + 1.
+
+    A result of `at_most` + 1 means "more than `at_most`": the count stops there, so
+    it costs at most that many rows read, however large the table.
+    """
+    bounded = query.order_by(None).limit(at_most + 1).subquery()
+    return await session.scalar(select(func.count()).select_from(bounded)) or 0
+
+
+async def estimate_rows(session: AsyncSession, table: FromClause) -> int | None:
+    """The database's own estimate of how many rows `table` holds, read in one cheap
+    query; None where it keeps none.
+
+    PostgreSQL: the planner's `pg_class.reltuples`, refreshed by ANALYZE and autovacuum
+    (None until the table was first analysed). MySQL and MariaDB: InnoDB's
+    `information_schema.TABLES.TABLE_ROWS`, which can be off by a third or more. SQLite
+    keeps no estimate. Both estimates count every row, soft-deleted ones included.
+    """
+    name = getattr(table, "name", None)
+    if not isinstance(name, str):
+        raise TypeError(f"estimate_rows() takes a table, such as User.__table__, not {table!r}.")
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        estimate = await session.scalar(
+            text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)"),
+            {"name": name},
+        )
+    elif dialect in ("mysql", "mariadb"):
+        estimate = await session.scalar(
+            text(
+                "SELECT table_rows FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = :name"
+            ),
+            {"name": name},
+        )
+    else:
+        return None
+    # PostgreSQL 14 and later say -1 for a table that was never analysed.
+    if estimate is None or estimate < 0:
+        return None
+    return int(estimate)
+
+
 async def fetch_page(
     session: AsyncSession, query: Select[Any], *, limit: int, offset: int
 ) -> tuple[Sequence[Any], int]:
     """`limit` rows of `query` (which must be ordered) from `offset` on, and how many rows
-    the whole query matches."""
+    the whole query matches.
+
+    Both parts read every row they pass over: the offset the rows before the page, the
+    count the whole result. Bound `offset`, and prefer `fetch_keyset_page()` for lists
+    that grow.
+    """
     counted = select(func.count()).select_from(query.order_by(None).subquery())
     total = await session.scalar(counted)
     rows = await session.scalars(query.limit(limit).offset(offset))

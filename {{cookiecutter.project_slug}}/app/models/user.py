@@ -32,6 +32,14 @@ class User(TimestampMixin, SoftDeleteMixin, Base):
         Index(
             "ix_users_username", "username", unique=True, postgresql_where=_LIVE, sqlite_where=_LIVE
         ),
+        # The order of GET /users, so that a page reads its own rows and no others.
+        Index(
+            "ix_users_created_at_id",
+            "created_at",
+            "id",
+            postgresql_where=_LIVE,
+            sqlite_where=_LIVE,
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)

@@ -1,11 +1,46 @@
-"""Pagination: the query parameters every list takes, and the page it returns."""
+"""Pagination by keyset: the query parameters every list takes, its cursor, and the page.
 
-from collections.abc import Iterable
-from typing import Generic, TypeVar
+A page is `?limit=` rows after the row a cursor names, in the order of an index, so the
+database reads `limit` rows whatever page it is: the millionth page costs what the first
+does. An offset would make it read and discard every row before the page. The cursor is
+opaque to clients: the sort key of a page's last row, as urlsafe base64 of a JSON list.
+One that does not decode to the key of this list is a 422; one that decodes is just a
+position, since every row it could name is a row the client may list anyway.
 
+Counting is the expensive part of a page and most clients never show a total, so a page
+carries one only when asked: `?count=exact` counts, but stops at `MAX_EXACT_COUNT`;
+`?count=estimate` takes the database's own estimate where it keeps one (`estimate_rows()`
+of app/db) and is exact for small results.
+"""
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
+from sqlalchemy import FromClause, Select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
-__all__ = ["MAX_OFFSET", "MAX_PAGE_SIZE", "Page", "PageParams", "page_of"]
+from app.db import count_rows, estimate_rows, fetch_keyset_page
+
+__all__ = [
+    "MAX_CURSOR_LENGTH",
+    "MAX_EXACT_COUNT",
+    "MAX_PAGE_SIZE",
+    "Count",
+    "Cursor",
+    "Page",
+    "PageParams",
+    "TotalKind",
+    "read_page",
+]
 
 T = TypeVar("T")
 ReadT = TypeVar("ReadT", bound=BaseModel)
@@ -13,35 +48,160 @@ ReadT = TypeVar("ReadT", bound=BaseModel)
 # A bound on every page, so that no single request can read a whole table into memory;
 # the streaming export is the way to get everything.
 MAX_PAGE_SIZE = 100
-# A bound on how far a page may start: the database reads and discards every row
-# before the offset, so a deep page costs as much as reading all of them. The export
-# reads everything; keyset pagination will replace offsets.
-MAX_OFFSET = 10_000
+# `?count=exact` counts at most this many rows: counting reads every row it counts.
+MAX_EXACT_COUNT = 10_000
+# Longer than any cursor this service gives out (a timestamp and a UUID take 88).
+MAX_CURSOR_LENGTH = 200
+# The largest value of an `Integer` column on PostgreSQL and MySQL (32-bit signed).
+_INTEGER_MAX = 2**31 - 1
+
+
+class Count(StrEnum):
+    exact = "exact"
+    estimate = "estimate"
+
+
+class TotalKind(StrEnum):
+    exact = "exact"
+    # More rows match than `?count=exact` counts; `total` is MAX_EXACT_COUNT + 1.
+    at_least = "at_least"
+    estimate = "estimate"
 
 
 class PageParams(BaseModel):
-    """`?limit=&offset=`: which slice of the ordered results to return."""
+    """`?limit=&cursor=&count=`: how many rows, after which row, and whether to count."""
 
     limit: int = Field(default=20, ge=1, le=MAX_PAGE_SIZE)
-    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    cursor: str | None = Field(
+        default=None,
+        max_length=MAX_CURSOR_LENGTH,
+        description="The `next_cursor` of the previous page; leave it out for the first.",
+    )
+    count: Count | None = Field(
+        default=None,
+        description="Add a `total`: `exact` counts up to 10,000 rows, `estimate` asks the "
+        "database for its estimate.",
+    )
 
 
 class Page(BaseModel, Generic[T]):
-    """One page of results, with the total count for building pagination controls."""
+    """One page of results; `next_cursor` fetches the next, and is null on the last page."""
 
     items: list[T]
-    total: int
     limit: int
-    offset: int
+    next_cursor: str | None
+    # Only with `?count=`: how many rows the whole list has, and how `total` was reached.
+    total: int | None = None
+    total_kind: TotalKind | None = None
 
 
-def page_of(
-    read_as: type[ReadT], rows: Iterable[object], total: int, params: PageParams
+class Cursor:
+    """The cursor of one list: encodes a row's sort key, and decodes it with checks.
+
+    Each part is a function that turns the JSON value back into the key's value, or
+    raises ValueError; `Cursor.datetime`, `Cursor.uuid` and `Cursor.integer` cover the
+    usual keys: `Cursor(Cursor.datetime, Cursor.uuid)` for `(created_at, id)`.
+    """
+
+    def __init__(self, *parts: Callable[[Any], Any]) -> None:
+        self.parts = parts
+
+    def encode(self, key: Sequence[object]) -> str:
+        values = [value if isinstance(value, int) else str(value) for value in key]
+        text = json.dumps(values, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(text).rstrip(b"=").decode()
+
+    def decode(self, cursor: str | None) -> tuple[Any, ...] | None:
+        """The key that `cursor` names; None for no cursor; a 422 for a cursor that
+        this list did not give out."""
+        if cursor is None:
+            return None
+        try:
+            text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            values = json.loads(text)
+            if not isinstance(values, list) or len(values) != len(self.parts):
+                raise ValueError("not a key of this list")
+            return tuple(part(value) for part, value in zip(self.parts, values, strict=True))
+        except (ValueError, TypeError, binascii.Error, OverflowError, RecursionError):
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "cursor",
+                        "loc": ("query", "cursor"),
+                        "msg": "is not a cursor of this list: pass the `next_cursor` of the "
+                        "previous page unchanged, or leave it out for the first page",
+                        "input": cursor,
+                    }
+                ]
+            ) from None
+
+    @staticmethod
+    def datetime(value: Any) -> datetime:
+        if not isinstance(value, str):
+            raise TypeError("a timestamp is a string")
+        parsed = datetime.fromisoformat(value)
+        if parsed.utcoffset() is None:
+            raise ValueError("a timestamp has its offset")
+        return parsed.astimezone(UTC)  # OverflowError at the ends of the calendar
+
+    @staticmethod
+    def uuid(value: Any) -> uuid.UUID:
+        if not isinstance(value, str):
+            raise TypeError("a UUID is a string")
+        return uuid.UUID(value)
+
+    @staticmethod
+    def integer(value: Any) -> int:
+        # An id the column cannot hold would be an error from the database, not a 422.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError("an id is an integer")
+        if not 0 <= value <= _INTEGER_MAX:
+            raise ValueError("an id the column cannot hold")
+        return value
+
+
+async def read_page(
+    session: AsyncSession,
+    query: Select[Any],
+    params: PageParams,
+    *,
+    read_as: type[ReadT],
+    key: Sequence[InstrumentedAttribute[Any]],
+    cursor: Cursor,
+    descending: bool = False,
+    estimate_from: FromClause | None = None,
 ) -> Page[ReadT]:
-    """The page that `fetch_page()` read for `params`, each row read as `read_as`."""
+    """The page of `query` that `params` ask for, ordered by `key`, each row as `read_as`.
+
+    `cursor` encodes `key`; `estimate_from` is the table whose size estimates the total
+    of an unfiltered list (leave it out where the query filters: an estimate of the
+    table would not be one of the result).
+    """
+    after = cursor.decode(params.cursor)  # a 422 before any query runs
+    rows, last = await fetch_keyset_page(
+        session, query, key=key, limit=params.limit, after=after, descending=descending
+    )
+    total, total_kind = await _total(session, query, params.count, estimate_from)
     return Page(
         items=[read_as.model_validate(row) for row in rows],
-        total=total,
         limit=params.limit,
-        offset=params.offset,
+        next_cursor=None if last is None else cursor.encode(last),
+        total=total,
+        total_kind=total_kind,
     )
+
+
+async def _total(
+    session: AsyncSession, query: Select[Any], count: Count | None, table: FromClause | None
+) -> tuple[int | None, TotalKind | None]:
+    if count is None:
+        return None, None
+    if count is Count.estimate and table is not None:
+        estimate = await estimate_rows(session, table)
+        # Below the bound an exact count is cheap, and better than a guess.
+        if estimate is not None and estimate > MAX_EXACT_COUNT:
+            return estimate, TotalKind.estimate
+    counted = await count_rows(session, query, at_most=MAX_EXACT_COUNT)
+    if counted > MAX_EXACT_COUNT:
+        return counted, TotalKind.at_least
+    return counted, TotalKind.exact

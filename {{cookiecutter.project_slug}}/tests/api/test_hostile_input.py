@@ -1,10 +1,13 @@
 """Input no column can hold is a 422 in the error shape, on every backend, never a 500.
 
-Each case here once reached the database and failed there: an id or offset past
-what the column or the database accepts, a NUL character, a lone surrogate, and a
+Each case here once reached the database and failed there, or would: an id past what
+the column accepts, a cursor the list never gave out, a NUL character, a lone surrogate, and a
 string that passes its length check but grows past its column when normalised.
 """
 
+import base64
+import json
+import uuid
 from typing import Any
 
 import httpx
@@ -15,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.deps import INTEGER_MAX
 from app.models.note import Note
 from app.models.user import User
-from app.schemas.pages import MAX_OFFSET
+from app.schemas.pages import MAX_CURSOR_LENGTH
 from tests.factories import make_note, make_user
 
 # The ids of every route that takes an `Integer` primary key in its path.
@@ -56,22 +59,60 @@ async def test_the_largest_id_the_column_holds_reaches_the_database(
     assert response.json()["error"]["code"] == "not_found"
 
 
-@pytest.mark.parametrize("path", ["/users", "/notes"])
-@pytest.mark.parametrize("offset", [*TOO_LARGE, MAX_OFFSET + 1, -1])
-async def test_an_offset_past_the_maximum_is_422(
-    client: httpx.AsyncClient, path: str, offset: int
+def cursor_of(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+# Each is a cursor the list never gave out: not base64, not JSON, the wrong shape, a key
+# of the other list, a timestamp without its offset or past the calendar's end, an id
+# the column cannot hold.
+BAD_CURSORS = [
+    ("/users", "!!!"),
+    ("/users", "x"),
+    ("/users", cursor_of({"a": 1})),
+    ("/users", cursor_of([1])),
+    ("/users", cursor_of(["2026-01-01T00:00:00", str(uuid.uuid4())])),
+    ("/users", cursor_of(["9999-12-31T23:59:59-05:00", str(uuid.uuid4())])),
+    ("/users", cursor_of(["2026-01-01T00:00:00+00:00", "not-a-uuid"])),
+    ("/users", cursor_of([[[[[]]]], None])),
+    ("/notes", cursor_of([INTEGER_MAX + 1])),
+    ("/notes", cursor_of([-1])),
+    ("/notes", cursor_of([True])),
+    ("/notes", cursor_of(["2026-01-01T00:00:00+00:00", str(uuid.uuid4())])),
+    ("/notes", "A" * (MAX_CURSOR_LENGTH + 1)),
+]
+
+
+@pytest.mark.parametrize(("path", "cursor"), BAD_CURSORS)
+async def test_a_cursor_the_list_did_not_give_out_is_422(
+    client: httpx.AsyncClient, path: str, cursor: str
 ) -> None:
-    response = await client.get(path, params={"offset": offset})
+    response = await client.get(path, params={"cursor": cursor})
 
-    assert_invalid(response, "query.offset")
+    assert_invalid(response, "query.cursor")
 
 
 @pytest.mark.parametrize("path", ["/users", "/notes"])
-async def test_the_maximum_offset_is_an_empty_page(client: httpx.AsyncClient, path: str) -> None:
-    response = await client.get(path, params={"offset": MAX_OFFSET})
+async def test_an_offset_is_no_parameter_of_the_lists(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.get(path, params={"offset": 10**24})
 
     assert response.status_code == 200
-    assert response.json()["items"] == []
+
+
+@pytest.mark.parametrize("path", ["/users", "/notes"])
+async def test_the_largest_cursor_key_reaches_the_database_as_an_empty_page(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    last = (
+        [INTEGER_MAX]
+        if path == "/notes"
+        else ["9999-12-31T23:59:59.999999+00:00", "ffffffff-ffff-ffff-ffff-ffffffffffff"]
+    )
+
+    response = await client.get(path, params={"cursor": cursor_of(last)})
+
+    assert response.status_code == 200
+    assert (response.json()["items"], response.json()["next_cursor"]) == ([], None)
 
 
 @pytest.mark.parametrize(("field", "value"), USER_NULS)
@@ -183,7 +224,7 @@ async def test_every_route_documents_the_errors_it_can_return(client: httpx.Asyn
         )
         for path, item in document["paths"].items()
         for method, operation in item.items()
-        if path.startswith(("/users", "/notes", "/stats", "/export"))
+        if path.startswith(("/users", "/profiles", "/notes", "/stats", "/export"))
     }
 
     assert statuses == {
@@ -192,6 +233,7 @@ async def test_every_route_documents_the_errors_it_can_return(client: httpx.Asyn
         ("GET", "/users/{user_id}"): [404, 422, 503],
         ("PATCH", "/users/{user_id}"): [400, 404, 409, 413, 422, 503],
         ("DELETE", "/users/{user_id}"): [404, 422, 503],
+        ("GET", "/profiles/{user_id}"): [404, 422, 503],
         ("POST", "/notes"): [400, 404, 413, 422, 503],
         ("GET", "/notes"): [422, 503],
         ("GET", "/notes/{note_id}"): [404, 422, 503],
@@ -205,11 +247,11 @@ async def test_every_route_documents_the_errors_it_can_return(client: httpx.Asyn
 async def test_the_documented_bounds_are_the_enforced_ones(client: httpx.AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
     note_id = document["paths"]["/notes/{note_id}"]["get"]["parameters"][0]["schema"]
-    offset = next(
+    cursor = next(
         parameter["schema"]
         for parameter in document["paths"]["/notes"]["get"]["parameters"]
-        if parameter["name"] == "offset"
+        if parameter["name"] == "cursor"
     )
 
     assert (note_id["minimum"], note_id["maximum"]) == (1, INTEGER_MAX)
-    assert (offset["minimum"], offset["maximum"]) == (0, MAX_OFFSET)
+    assert cursor["anyOf"][0]["maxLength"] == MAX_CURSOR_LENGTH

@@ -3,6 +3,7 @@
 import uuid
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,6 +12,7 @@ from app.api.routes.users import WELCOME_BODY, WELCOME_TITLE
 from app.db import INCLUDE_DELETED, db
 from app.models.note import Note
 from app.models.user import User
+from app.schemas import pages
 from app.schemas.pages import MAX_PAGE_SIZE
 from tests.factories import make_user
 
@@ -120,18 +122,82 @@ async def test_read_of_a_missing_user_is_404(client: httpx.AsyncClient) -> None:
     }
 
 
-async def test_list_pages_through_users_with_the_total(
+async def test_list_pages_through_users_by_cursor_oldest_first(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     created = [await make_user(session) for _ in range(5)]
+    # Two users created in the same microsecond are still ordered, by id.
+    created[2].created_at = created[1].created_at
+    await session.commit()
+    expected = [str(user.id) for user in sorted(created, key=lambda u: (u.created_at, u.id))]
 
-    first = (await client.get("/users", params={"limit": 2})).json()
-    rest = (await client.get("/users", params={"limit": 10, "offset": 2})).json()
+    pages = [(await client.get("/users", params={"limit": 2})).json()]
+    while pages[-1]["next_cursor"] is not None:
+        cursor = pages[-1]["next_cursor"]
+        pages.append((await client.get("/users", params={"limit": 2, "cursor": cursor})).json())
 
-    assert first["total"] == rest["total"] == 5
-    assert (first["limit"], first["offset"]) == (2, 0)
-    listed = [user["id"] for user in first["items"] + rest["items"]]
-    assert sorted(listed) == sorted(str(user.id) for user in created)
+    assert [len(page["items"]) for page in pages] == [2, 2, 1]
+    assert [user["id"] for page in pages for user in page["items"]] == expected
+    assert {(page["total"], page["total_kind"], page["limit"]) for page in pages} == {
+        (None, None, 2)
+    }
+
+
+async def test_a_page_that_ends_the_list_exactly_has_no_next_cursor(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    for _ in range(2):
+        await make_user(session)
+
+    page = (await client.get("/users", params={"limit": 2})).json()
+
+    assert (len(page["items"]), page["next_cursor"]) == (2, None)
+
+
+async def test_a_deleted_user_leaves_the_list_and_its_cursor_still_works(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    first, second, third = [await make_user(session) for _ in range(3)]
+    page = (await client.get("/users", params={"limit": 1})).json()
+    first.soft_delete()
+    await session.commit()
+
+    rest = (await client.get("/users", params={"cursor": page["next_cursor"]})).json()
+
+    assert [user["id"] for user in rest["items"]] == [str(second.id), str(third.id)]
+
+
+async def test_count_exact_adds_the_total(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    for _ in range(3):
+        await make_user(session)
+
+    page = (await client.get("/users", params={"limit": 1, "count": "exact"})).json()
+
+    assert (page["total"], page["total_kind"]) == (3, "exact")
+
+
+async def test_count_estimate_is_exact_below_the_counting_bound(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    # The test database's estimate is small or missing, so the count is exact.
+    for _ in range(3):
+        await make_user(session)
+
+    page = (await client.get("/users", params={"count": "estimate"})).json()
+
+    assert (page["total"], page["total_kind"]) == (3, "exact")
+
+
+async def test_count_exact_stops_at_its_bound(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "MAX_EXACT_COUNT", 2)
+    for _ in range(4):
+        await make_user(session)
+
+    page = (await client.get("/users", params={"limit": 1, "count": "exact"})).json()
+
+    assert (page["total"], page["total_kind"]) == (3, "at_least")
 
 
 async def test_list_refuses_a_page_larger_than_the_bound(client: httpx.AsyncClient) -> None:
@@ -192,7 +258,7 @@ async def test_delete_hides_the_user_but_keeps_the_row(
 
     assert deleted.status_code == 204
     assert (await client.get(f"/users/{user.id}")).status_code == 404
-    assert (await client.get("/users")).json()["total"] == 0
+    assert (await client.get("/users", params={"count": "exact"})).json()["total"] == 0
     kept = await session.scalar(
         select(User).where(User.id == user.id).execution_options(**INCLUDE_DELETED)
     )
@@ -243,3 +309,32 @@ async def test_a_live_users_email_stays_unique_next_to_a_deleted_one(
     assert third.status_code == 409
     # The deleted user is gone for the API, so it cannot be renamed onto the live one.
     assert patched.status_code == 404
+
+
+async def test_the_profile_is_the_user_as_users_returns_it(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session, full_name="Ïda Ünicode")
+
+    profile = await client.get(f"/profiles/{user.id}")
+    read = await client.get(f"/users/{user.id}")
+
+    assert (profile.status_code, profile.headers["content-type"]) == (200, "application/json")
+    assert profile.json() == read.json()
+    assert profile.json()["full_name"] == "Ïda Ünicode"
+
+
+async def test_the_profile_of_a_deleted_or_missing_user_is_404(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    user.soft_delete()
+    await session.commit()
+    missing = uuid.uuid4()
+
+    deleted = await client.get(f"/profiles/{user.id}")
+    absent = await client.get(f"/profiles/{missing}")
+
+    assert (deleted.status_code, absent.status_code) == (404, 404)
+    assert absent.json()["error"]["message"] == f"There is no user with id {missing}."
+    assert (await client.get("/profiles/not-a-uuid")).status_code == 422

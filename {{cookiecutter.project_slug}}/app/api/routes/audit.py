@@ -27,13 +27,12 @@ from sqlalchemy import select
 
 from app.api.deps import PageDep, SessionDep, require_admin
 from app.audit import AuditSessionDep, record
-from app.db import fetch_page
 from app.errors import NotFoundError
 from app.models.audit_entry import AuditEntry
 from app.models.user import User
 from app.schemas.audit import AuditEntryRead
 from app.schemas.errors import ErrorBody, error_responses
-from app.schemas.pages import Page, page_of
+from app.schemas.pages import Cursor, Page, read_page
 from app.schemas.text import Storable
 
 __all__ = ["router"]
@@ -68,6 +67,13 @@ async def delete_user_on_record(
 @router.get("/audit-log")
 async def read_audit_log(audit_session: AuditSessionDep, page: PageDep) -> Page[AuditEntryRead]:
     """Audit entries, newest first, read from the audit database."""
-    query = select(AuditEntry).order_by(AuditEntry.id.desc())
-    rows, total = await fetch_page(audit_session, query, limit=page.limit, offset=page.offset)
-    return page_of(AuditEntryRead, rows, total, page)
+    return await read_page(
+        audit_session,
+        select(AuditEntry),
+        page,
+        read_as=AuditEntryRead,
+        key=(AuditEntry.id,),
+        cursor=Cursor(Cursor.integer),
+        descending=True,
+        estimate_from=AuditEntry.__table__,
+    )

@@ -13,12 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import PageDep
-from app.db import db, fetch_page
+from app.db import db
 from app.errors import ConflictError, NotFoundError, is_unique_violation
 from app.models.note import Note
 from app.models.user import User
 from app.schemas.errors import error_responses
-from app.schemas.pages import Page, page_of
+from app.schemas.pages import Cursor, Page, read_page
 from app.schemas.users import UserCreate, UserRead, UserUpdate
 
 __all__ = ["router"]
@@ -28,6 +28,11 @@ router = APIRouter(prefix="/users", tags=["users"], responses=error_responses(50
 
 WELCOME_TITLE = "Welcome!"
 WELCOME_BODY = "Glad to have you here."
+
+# Users are listed by creation time, the id breaking ties; the index
+# ix_users_created_at_id holds the live users in that order (app/models/user.py).
+LIST_KEY = (User.created_at, User.id)
+LIST_CURSOR = Cursor(Cursor.datetime, Cursor.uuid)
 
 
 @router.post("", status_code=201, responses=error_responses(409))
@@ -45,10 +50,16 @@ async def create_user(body: UserCreate) -> UserRead:
 
 @router.get("")
 async def list_users(page: PageDep) -> Page[UserRead]:
-    """Users by creation time, a page at a time, with the total count."""
-    query = select(User).order_by(User.created_at, User.id)
-    rows, total = await fetch_page(db.session, query, limit=page.limit, offset=page.offset)
-    return page_of(UserRead, rows, total, page)
+    """Users by creation time, oldest first, a page at a time; `?count=` adds a total."""
+    return await read_page(
+        db.session,
+        select(User),
+        page,
+        read_as=UserRead,
+        key=LIST_KEY,
+        cursor=LIST_CURSOR,
+        estimate_from=User.__table__,
+    )
 
 
 @router.get("/{user_id}", responses=error_responses(404))
