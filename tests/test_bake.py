@@ -1,23 +1,36 @@
 """Bake every variant, then lint, type-check and test what comes out.
 
 The variants are the default answers, every value of every choice, and every
-combination of database x second_database x include_example_api. Each baked
-project's own suite runs on SQLite, on PostgreSQL, and, for the mysql variant,
-on MariaDB.
+combination of database x second_database x include_example_api. Every variant is
+locked and passes its own pre-commit hooks (ruff, mypy --strict, whitespace). Each
+database combination's own suite runs on SQLite, on PostgreSQL, and, for the mysql
+variants, on MariaDB; the python-3.12 and python-3.13 variants differ from the
+default only in their version floors, which the lock and the hooks check.
+tests/test_lifecycle.py runs the CI workflow's steps on one variant per database,
+and those runs stand in for that variant's suite runs here.
 """
 
 import fnmatch
+import re
+import shutil
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import bake_into, run, server_url
+from tests.test_lifecycle import CI_VARIANTS
 from tests.variants import CHOICES, CONTEXT, VARIANTS
 
 COPY_WITHOUT_RENDER: list[str] = CONTEXT["_copy_without_render"]
 JINJA_MARKERS = ("{{", "{%", "cookiecutter.")
 # What each kind of file in `_copy_without_render` holds of its own template syntax.
 TEMPLATE_SYNTAX = {"*.mako": "${"}
+# GitHub's own expressions, which the workflows keep through rendering.
+GITHUB_EXPRESSION = re.compile(r"\$\{\{ [^{}]+ \}\}")
+# The variants whose suites run here: one per database combination.
+SUITE_VARIANTS = [name for name, answers in VARIANTS.items() if not name.startswith("python-")]
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +82,8 @@ def test_bake_leaves_no_template_syntax(baked: dict[str, Path], variant: str) ->
             )
             assert own_syntax in text, f"{relative} lost its own template syntax"
             continue
+        if relative.startswith(".github/"):
+            text = GITHUB_EXPRESSION.sub("", text)
         leftovers += [f"{relative}: {marker}" for marker in JINJA_MARKERS if marker in text]
         leftovers += [relative for marker in JINJA_MARKERS if marker in relative]
 
@@ -76,17 +91,51 @@ def test_bake_leaves_no_template_syntax(baked: dict[str, Path], variant: str) ->
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_baked_project_passes_lint_and_strict_types(
-    baked: dict[str, Path], mypy_cache: Path, variant: str
-) -> None:
+def test_bake_is_locked_for_its_python_floor(baked: dict[str, Path], variant: str) -> None:
     project = baked[variant]
-    for command in (
-        ("ruff", "check", "--no-cache", "."),
-        ("ruff", "format", "--no-cache", "--check", "."),
-        ("mypy", "--strict", "--cache-dir", mypy_cache, "app", "migrations", "tests"),
-    ):
-        result = run(*command, cwd=project)
-        assert result.returncode == 0, f"{' '.join(map(str, command))}:\n{result.stdout}"
+    assert (project / "uv.lock").exists(), "the post-gen hook wrote no uv.lock"
+    lock = tomllib.loads((project / "uv.lock").read_text())
+
+    assert lock["requires-python"] == f">={VARIANTS[variant]['python_version']}"
+    # In step with pyproject.toml, from the cache alone: nothing needs resolving again.
+    result = run("uv", "lock", "--check", "--offline", cwd=project)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="session")
+def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Every hook is `repo: local`, so this holds pre-commit's bookkeeping and no download.
+    return tmp_path_factory.mktemp("pre-commit")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pre_commit_passes_on_the_bake_and_changes_nothing(
+    baked: dict[str, Path],
+    mypy_cache: Path,
+    pre_commit_home: Path,
+    tmp_path: Path,
+    variant: str,
+) -> None:
+    # The hooks run ruff check, ruff format and mypy --strict, as `make lint` does, so
+    # this is each variant's lint. They call the tools in the project's .venv; here that
+    # is the template's environment, which holds the same dev group, so that no variant
+    # needs an environment of its own (test_lifecycle.py builds real ones).
+    project = tmp_path / baked[variant].name
+    shutil.copytree(baked[variant], project)
+    (project / ".venv").symlink_to(Path(sys.prefix))
+    for command in (("git", "init", "--quiet"), ("git", "add", "--all")):
+        assert run(*command, cwd=project).returncode == 0
+    (project / ".git" / "info" / "exclude").write_text(".venv\n")
+    env = {"PRE_COMMIT_HOME": str(pre_commit_home), "MYPY_CACHE_DIR": str(mypy_cache)}
+
+    result = run("pre-commit", "run", "--all-files", "--color", "never", cwd=project, env=env)
+
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    # Every file is staged: a hook's change would show between the index and the tree.
+    unchanged = run("git", "diff", "--name-only", cwd=project)
+    assert unchanged.returncode == 0
+    assert unchanged.stdout == ""
+    assert run("git", "ls-files", "--others", "--exclude-standard", cwd=project).stdout == ""
 
 
 def _run_suite(project: Path, database_url: str | None, *pytest_args: str) -> None:
@@ -98,18 +147,25 @@ def _run_suite(project: Path, database_url: str | None, *pytest_args: str) -> No
     assert " passed" in result.stdout
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(
+    "variant", [name for name in SUITE_VARIANTS if name != CI_VARIANTS["sqlite"]]
+)
 def test_baked_suite_passes_on_sqlite(baked: dict[str, Path], variant: str) -> None:
     _run_suite(baked[variant], None, "-m", "not postgresql")
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(
+    "variant", [name for name in SUITE_VARIANTS if name != CI_VARIANTS["postgresql"]]
+)
 def test_baked_suite_passes_on_postgresql(baked: dict[str, Path], variant: str) -> None:
     url = server_url("TEST_DATABASE_URL", "PostgreSQL")
     _run_suite(baked[variant], url)
 
 
-@pytest.mark.parametrize("variant", [name for name in VARIANTS if name.startswith("mysql-")])
+@pytest.mark.parametrize(
+    "variant",
+    [name for name in SUITE_VARIANTS if name.startswith("mysql-") and name != CI_VARIANTS["mysql"]],
+)
 def test_baked_suite_passes_on_mariadb(baked: dict[str, Path], variant: str) -> None:
     url = server_url("TEST_MYSQL_URL", "MariaDB")
     _run_suite(baked[variant], url, "-m", "not postgresql")
@@ -120,3 +176,27 @@ def test_matrix_covers_every_value_of_every_choice() -> None:
         baked_values = {answers[name] for answers in VARIANTS.values()}
         assert baked_values == set(values), name
     assert len(VARIANTS) == 2 + 12  # two extra Python versions, every database combination
+
+
+def test_the_skipped_suites_differ_from_the_default_only_in_python_version() -> None:
+    for name in set(VARIANTS) - set(SUITE_VARIANTS):
+        differences = {
+            key for key, value in VARIANTS[name].items() if VARIANTS["default"][key] != value
+        }
+        assert differences == {"python_version"}, name
+
+
+def test_every_workflow_and_dependabot_file_is_valid_and_audited(baked: dict[str, Path]) -> None:
+    projects = [baked[variant] for variant in VARIANTS]
+    for schema, relative in (
+        ("vendor.github-workflows", ".github/workflows/ci.yml"),
+        ("vendor.dependabot", ".github/dependabot.yml"),
+    ):
+        files = [project / relative for project in projects]
+        result = run("check-jsonschema", "--builtin-schema", schema, *files, cwd=projects[0])
+        assert result.returncode == 0, f"{schema}:\n{result.stdout}{result.stderr}"
+
+    # zizmor's audits that need no network: injection, credentials, permissions, pins.
+    for project in projects:
+        result = run("zizmor", "--offline", "--no-progress", ".github", cwd=project)
+        assert result.returncode == 0, f"{project.parent.name}:\n{result.stdout}{result.stderr}"
