@@ -178,7 +178,8 @@ def _traced(service: Contestant) -> Contestant:
     thread of each worker, and no collector runs here to receive it.
     """
     env = {**service.env, "OTEL_ENABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
-    return dataclasses.replace(service, env=env)
+    # The export's memory is the untraced service's to show.
+    return dataclasses.replace(service, env=env, exports={})
 
 
 def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestant]:

@@ -83,7 +83,9 @@ def instrument(app: FastAPI) -> None:
         # Before the instrumentation's own error listener, which would quote the message.
         event.listen(engine, "handle_error", _end_failed_statement_span, insert=True)
     # The instrumentation declares SQLAlchemy < 2.1, which the project allows;
-    # tests/test_tracing.py shows the statements traced on the version installed.
+    # tests/test_tracing.py shows the statements traced on the version installed. It is
+    # one per process: it also wraps Engine.connect (a `connect` span for each connection
+    # a request takes from a pool), so one app per process is traced, as servers run it.
     SQLAlchemyInstrumentor().instrument(
         engines=engines, tracer_provider=provider, skip_dep_check=True
     )
