@@ -162,12 +162,20 @@ def test_a_missing_lock_fails_make_install_with_one_line(tmp_path: Path) -> None
     assert not (project / ".venv").exists()
 
 
-def test_make_lock_writes_the_lock_the_hook_wrote(tmp_path: Path) -> None:
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_make_lock_writes_the_lock_the_hook_wrote(tmp_path: Path, installer: str) -> None:
     project = bake_into(tmp_path)
     written = (project / "uv.lock").read_text()
     (project / "uv.lock").unlink()
 
-    result = run("make", "lock", cwd=project, env={"UV_PYTHON_DOWNLOADS": "never"})
+    # Without uv on PATH, make lock has pip install uv into .venv first.
+    result = run(
+        "make",
+        "lock",
+        *(["UV="] if installer == "pip" else []),
+        cwd=project,
+        env={"UV_PYTHON_DOWNLOADS": "never"},
+    )
 
     assert result.returncode == 0, result.stderr
     assert (project / "uv.lock").read_text() == written
