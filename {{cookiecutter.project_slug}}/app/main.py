@@ -22,6 +22,7 @@ from app.events import install_listeners, wait_for_after_commit_jobs
 from app.jobs import running_jobs
 {%- endif %}
 from app.observability import RequestContextMiddleware, configure_logging, count_statements
+from app.pooler import pgbouncer_engine_args, set_limits_per_transaction
 from app.readiness import Readiness
 from app.settings import Settings, get_settings
 
@@ -52,6 +53,9 @@ def create_app(
         name: create_engine(url, _engine_args(url, settings))
         for name, (_, url) in databases.items()
     }
+    if settings.database_pooler == "pgbouncer":
+        for engine in engines.values():
+            set_limits_per_transaction(engine, _limits(settings))
     replica = _replica(settings)
     readiness = Readiness(engines, deadline=settings.health_check_timeout, replica=replica)
 
@@ -140,6 +144,10 @@ def _engine_args(url: str, settings: Settings) -> dict[str, Any]:
     hidden = {"hide_parameters": True}
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         return hidden  # an in-memory SQLite database has exactly one connection, no pool to size
+    if settings.database_pooler == "pgbouncer":
+        # PgBouncer pools the connections and refuses the limits as connect arguments;
+        # create_app sets them on each transaction instead.
+        return {**hidden, **pgbouncer_engine_args()}
     return {
         **hidden,
         "pool_size": settings.database_pool_size,
@@ -157,15 +165,20 @@ def _server_limits(url: URL, settings: Settings) -> dict[str, Any]:
     # and one mysql:// URL serves both: set those on the server (docs/deployment.md).
     if url.get_backend_name() != "postgresql":
         return {}
-    limits = {
+    limits = _limits(settings)
+    if url.get_driver_name() == "asyncpg":
+        return {"server_settings": limits}
+    return {"options": " ".join(f"-c {name}={value}" for name, value in limits.items())}
+
+
+def _limits(settings: Settings) -> dict[str, str]:
+    """The PostgreSQL settings that carry the service's time limits, in milliseconds."""
+    return {
         "statement_timeout": _milliseconds(settings.database_statement_timeout),
         "idle_in_transaction_session_timeout": _milliseconds(
             settings.database_idle_in_transaction_timeout
         ),
     }
-    if url.get_driver_name() == "asyncpg":
-        return {"server_settings": limits}
-    return {"options": " ".join(f"-c {name}={value}" for name, value in limits.items())}
 
 
 def _milliseconds(seconds: float) -> str:

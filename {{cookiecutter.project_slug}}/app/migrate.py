@@ -106,17 +106,29 @@ def target_metadata(config: Config) -> MetaData:
 
 
 def database_url(config: Config) -> URL:
-    """The section's async database URL: `sqlalchemy.url` if set, else its settings field."""
+    """The section's async database URL: `sqlalchemy.url` if set, else from the settings.
+
+    Migrations bypass a connection pooler: the field's direct counterpart
+    (`database_direct_url` for `database_url`) wins when it is set, since a migration
+    may need the session that PgBouncer in transaction mode does not keep.
+    """
     url = config.get_main_option("sqlalchemy.url")
     if not url:
         setting = config.get_main_option("database_url_setting", "database_url")
-        url = getattr(get_settings(), setting, None)
+        settings = get_settings()
+        url = getattr(settings, setting, None)
         if not isinstance(url, str):
             raise ValueError(
                 f"alembic.ini [{config.config_ini_section}] reads the URL from "
                 f"settings.{setting}, which Settings does not have; fix database_url_setting."
             )
+        url = getattr(settings, _direct(setting), None) or url
     return to_async_url(url)
+
+
+def _direct(setting: str) -> str:
+    """The settings field holding the direct URL of the database `setting` names."""
+    return setting.removesuffix("_url") + "_direct_url"
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "heads", *, database: str = MAIN) -> None:
@@ -321,7 +333,10 @@ async def _unreachable(engine: AsyncEngine, config: Config, label: str) -> str |
             return None
     except (OSError, sqlalchemy.exc.DBAPIError) as exc:
         # The class name only: driver messages can carry the host, user or password.
-        variable = (config.get_main_option("database_url_setting") or "database_url").upper()
+        setting = config.get_main_option("database_url_setting") or "database_url"
+        if getattr(get_settings(), _direct(setting), None):
+            setting = _direct(setting)
+        variable = setting.upper()
         return (
             f"cannot connect to the {label} ({type(exc).__name__}); check {variable} and "
             "that the database server is running."

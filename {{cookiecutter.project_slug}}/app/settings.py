@@ -6,7 +6,7 @@ from functools import lru_cache
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.db import to_async_url
@@ -81,6 +81,14 @@ def _installed(distribution: str) -> bool:
     return True
 
 
+# The URLs that DATABASE_POOLER applies to.
+{%- if cookiecutter.second_database == "yes" %}
+_POOLED_URLS = ("database_url", "audit_database_url")
+{%- else %}
+_POOLED_URLS = ("database_url",)
+{%- endif %}
+
+
 class Settings(BaseSettings):
     """Everything the service reads from its environment."""
 
@@ -89,6 +97,15 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./{{ cookiecutter.project_slug }}.db"
 {%- if cookiecutter.second_database == "yes" %}
     audit_database_url: str = "sqlite+aiosqlite:///./{{ cookiecutter.project_slug }}-audit.db"
+{%- endif %}
+    # Set to "pgbouncer" when the URLs above lead to PgBouncer in transaction mode: the
+    # engines then keep no pool and no prepared statements of their own, and set the
+    # time limits below per transaction (docs/deployment.md, "PgBouncer").
+    database_pooler: Literal["none", "pgbouncer"] = "none"
+    # The server itself, bypassing the pooler, for migrations; unset, they use the URL above.
+    database_direct_url: str | None = None
+{%- if cookiecutter.second_database == "yes" %}
+    audit_database_direct_url: str | None = None
 {%- endif %}
     secret_key: SecretStr
     # Logs more (the SQL statement count of each request); never sends internals to a client.
@@ -168,6 +185,26 @@ class Settings(BaseSettings):
                 "postgresql:// URL, or leave it unset"
             )
         return url
+
+    @field_validator("database_pooler")
+    @classmethod
+    def _pooler_needs_asyncpg(cls, pooler: str, info: ValidationInfo) -> str:
+        if pooler == "none":
+            return pooler
+        for field in _POOLED_URLS:
+            url = info.data.get(field)
+            if not isinstance(url, str):
+                continue  # missing or invalid: that field's own error says so
+            try:
+                driver = to_async_url(url).drivername
+            except ValueError:
+                continue  # a bad URL is named when the engine is made
+            if driver != "postgresql+asyncpg":
+                raise ValueError(
+                    f"{pooler} pools PostgreSQL connections, but {field.upper()} is {driver}; "
+                    "point it at PgBouncer with a postgresql:// URL, or unset DATABASE_POOLER"
+                )
+        return pooler
 
 
 @lru_cache

@@ -40,6 +40,7 @@ from sqlalchemy.pool import NullPool
 from app.db import create_engine, create_session_factory
 from app.main import create_app
 from app.migrate import alembic_config, databases, target_metadata, upgrade
+from app.pooler import pgbouncer_engine_args
 from app.settings import Settings
 from tests.scratch import METADATAS
 
@@ -47,22 +48,28 @@ ASYNC_DRIVERS = {"postgresql": "asyncpg", "mysql": "aiomysql"}
 RUNNING_IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
-def _server_url() -> URL | None:
-    raw = os.environ.get("TEST_DATABASE_URL")
+def _server_url(variable: str) -> URL | None:
+    raw = os.environ.get(variable)
     if not raw:
         return None
     url = make_url(raw)
     backend = url.get_backend_name().replace("mariadb", "mysql")
     if backend not in ASYNC_DRIVERS:
         raise pytest.UsageError(
-            f"TEST_DATABASE_URL must name a PostgreSQL or MySQL server, not {backend!r}; "
+            f"{variable} must name a PostgreSQL or MySQL server, not {backend!r}; "
             "leave it unset to test on SQLite."
         )
     return url.set(drivername=f"{backend}+{ASYNC_DRIVERS[backend]}")
 
 
-SERVER_URL = _server_url()
+SERVER_URL = _server_url("TEST_DATABASE_URL")
 BACKEND = "sqlite" if SERVER_URL is None else SERVER_URL.get_backend_name()
+# With DATABASE_POOLER=pgbouncer, TEST_DATABASE_URL leads to PgBouncer in transaction
+# mode, and the tests' own engines need the options the app's engines get behind it.
+# CREATE and DROP DATABASE cannot run in a transaction, so not through PgBouncer
+# either: they go to TEST_DATABASE_DIRECT_URL, the server itself.
+ADMIN_URL = _server_url("TEST_DATABASE_DIRECT_URL") or SERVER_URL
+POOLER_ARGS = pgbouncer_engine_args() if os.environ.get("DATABASE_POOLER") == "pgbouncer" else {}
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -81,7 +88,9 @@ async def _new_database(tmp_path_factory: pytest.TempPathFactory, label: str) ->
         return
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     name = f"{SERVER_URL.database or 'test'}_{label}_{worker}_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(SERVER_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    admin = create_async_engine(
+        ADMIN_URL or SERVER_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
     try:
         async with admin.connect() as connection:
             await connection.execute(text(f"CREATE DATABASE {name}"))
@@ -112,7 +121,7 @@ async def database_urls(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
         urls = {}
         for name in databases():
             url = await stack.enter_async_context(_new_database(tmp_path_factory, name))
-            engine = create_engine(url, {"poolclass": NullPool})
+            engine = create_engine(url, {**POOLER_ARGS, "poolclass": NullPool})
             try:
                 await upgrade(engine, database=name)
             finally:
@@ -124,7 +133,7 @@ async def database_urls(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
 @pytest.fixture(scope="session")
 async def engines(database_urls: dict[str, str]) -> AsyncIterator[dict[str, AsyncEngine]]:
     """The tests' own engines on the migrated databases; each test borrows a connection."""
-    engines = {name: create_engine(url) for name, url in database_urls.items()}
+    engines = {name: create_engine(url, POOLER_ARGS) for name, url in database_urls.items()}
     for engine in engines.values():
         if engine.dialect.name == "sqlite":
             _let_sqlite_nest_transactions(engine)
@@ -162,7 +171,7 @@ async def session(
 @pytest.fixture(scope="module")
 async def scratch_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on `database_url` with the scratch tables, dropped when the module ends."""
-    engine = create_engine(database_url)
+    engine = create_engine(database_url, POOLER_ARGS)
     async with engine.begin() as connection:
         for metadata in METADATAS:
             await connection.run_sync(metadata.create_all)
