@@ -295,10 +295,11 @@ def _scale_lines(results: Results) -> list[str]:
         return [f"- [MISS] baked service, list {LIST_SIZE} rows: cost flat with rows; "
                 f"not measured{why}"]  # fmt: skip
     small, large, ratio = found
+    shown = f"{ratio:.2f}x" if ratio != float("inf") else "no request finished on the largest"
     return [
         f"- [{_mark([ratio <= SCALE_COST_RATIO])}] baked service, list {LIST_SIZE} rows: "
         f"time per request on {large:,} users ≤ {SCALE_COST_RATIO:.2f}x that on {small:,} "
-        f"(scale benchmark); {ratio:.2f}x"
+        f"(scale benchmark); {shown}"
     ]
 
 
@@ -350,8 +351,14 @@ def scale_table(scale: Scale) -> list[str]:
             if sample is None or first is None:
                 cells += ["not measured", "", ""]
                 continue
-            cost = first.rps / sample.rps if sample.rps > 0 else float("inf")
-            cells += [f"{sample.rps:,.0f}", f"{sample.p50_ms:.1f}", f"{cost:.2f}x"]
+            if sample.rps <= 0:
+                cells += ["0", "no request finished in a slice", ""]
+                continue
+            cells += [
+                f"{sample.rps:,.0f}",
+                f"{sample.p50_ms:.1f}",
+                f"{first.rps / sample.rps:.2f}x",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     for key, why in scale.failures.items():
         lines.append(f"\n{key}: not measured: {why.splitlines()[0]}")
