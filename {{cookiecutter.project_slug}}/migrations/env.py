@@ -1,8 +1,10 @@
 """Alembic's environment: runs one database's migrations, online (async) or offline.
 
 alembic.ini has a section per database; each names the settings field holding the
-URL and the MetaData to compare with (see app.migrate). Online, the migrations run on
-an async engine through `run_sync`, or on the connection app.migrate passes in.
+URL and the MetaData to compare with (see app.migrate); the field's direct
+counterpart (DATABASE_DIRECT_URL) wins when it is set, so that migrations bypass a
+pooler. Online, the migrations run on an async engine through `run_sync`, or on the
+connection app.migrate passes in.
 Offline (`alembic upgrade head --sql`), they are printed as SQL for the URL's dialect.
 """
 
