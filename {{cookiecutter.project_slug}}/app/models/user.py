@@ -23,6 +23,7 @@ def canonical(value: str) -> str:
 # username can be registered again. MySQL and MariaDB have no partial indexes: there
 # they are plain unique indexes, and the deleted row keeps its values (a 409).
 _LIVE = text("deleted_at IS NULL")
+_DELETED = text("deleted_at IS NOT NULL")
 
 
 class User(TimestampMixin, SoftDeleteMixin, Base):
@@ -39,6 +40,13 @@ class User(TimestampMixin, SoftDeleteMixin, Base):
             "id",
             postgresql_where=_LIVE,
             sqlite_where=_LIVE,
+        ),
+        # The few deleted users, whose notes the export leaves out.
+        Index(
+            "ix_users_deleted_at",
+            "deleted_at",
+            postgresql_where=_DELETED,
+            sqlite_where=_DELETED,
         ),
     )
 
