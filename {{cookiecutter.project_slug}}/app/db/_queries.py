@@ -3,7 +3,7 @@
 from collections.abc import Mapping, Sequence
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import ColumnElement, FromClause, Select, and_, func, or_, select, text
+from sqlalchemy import ColumnElement, FromClause, Select, Table, and_, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, Mapper
@@ -174,9 +174,9 @@ async def estimate_rows(session: AsyncSession, table: FromClause) -> int | None:
     `information_schema.TABLES.TABLE_ROWS`, which can be off by a third or more. SQLite
     keeps no estimate. Both estimates count every row, soft-deleted ones included.
     """
-    name = getattr(table, "name", None)
-    if not isinstance(name, str):
+    if not isinstance(table, Table):
         raise TypeError(f"estimate_rows() takes a table, such as User.__table__, not {table!r}.")
+    name = table.name
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         estimate = await session.scalar(

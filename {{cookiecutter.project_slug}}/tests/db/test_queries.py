@@ -1,4 +1,4 @@
-"""get_by_pk, get_one, get_or_create and update_or_create on one session.
+"""get_by_pk, get_one, get_or_create, update_or_create, keyset pages and counts.
 
 The spelling is sqlalchemy-helpers': the session first, `defaults` and `create_defaults`.
 """
@@ -13,7 +13,15 @@ from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import Receive, Scope, Send
 
-from app.db import INCLUDE_DELETED, MissingSessionError, SQLAlchemyMiddleware, db
+from app.db import (
+    INCLUDE_DELETED,
+    MissingSessionError,
+    SQLAlchemyMiddleware,
+    count_rows,
+    db,
+    estimate_rows,
+    fetch_keyset_page,
+)
 from tests.scratch import Member
 
 
@@ -230,3 +238,68 @@ async def test_without_a_session_or_a_db_block_the_error_says_so(
 
 async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
     raise AssertionError("the middleware only binds db here; no request reaches it")
+
+
+async def test_fetch_keyset_page_walks_a_key_with_ties_either_way_without_repeats(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with scratch_sessions() as session:
+        session.add_all(
+            [Member(handle=f"{handle}-{n}", team=handle, score=n // 2) for n in range(7)]
+        )
+        await session.commit()
+        query = select(Member).where(Member.team == handle)
+
+        for descending in (False, True):
+            seen: list[Member] = []
+            after: tuple[Any, ...] | None = None
+            while True:
+                rows, after = await fetch_keyset_page(
+                    session,
+                    query,
+                    key=(Member.score, Member.id),
+                    limit=2,
+                    after=after,
+                    descending=descending,
+                )
+                seen += rows
+                if after is None:
+                    break
+            expected = sorted(seen, key=lambda m: (m.score, m.id), reverse=descending)
+            assert len(seen) == len(set(seen)) == 7
+            assert [m.score for m in seen] == [m.score for m in expected]
+
+
+async def test_fetch_keyset_page_wants_one_value_per_key_column(
+    scratch_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with scratch_sessions() as session:
+        with pytest.raises(TypeError, match=r"after= needs 2 value"):
+            await fetch_keyset_page(
+                session, select(Member), key=(Member.score, Member.id), limit=1, after=(1,)
+            )
+
+
+async def test_count_rows_stops_one_past_its_bound(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with scratch_sessions() as session:
+        session.add_all([Member(handle=f"{handle}-{n}", team=handle) for n in range(5)])
+        await session.commit()
+        query = select(Member).where(Member.team == handle)
+
+        assert await count_rows(session, query, at_most=10) == 5
+        assert await count_rows(session, query, at_most=3) == 4
+
+
+async def test_estimate_rows_is_a_number_or_none_and_takes_only_a_table(
+    scratch_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with scratch_sessions() as session:
+        estimate = await estimate_rows(session, Member.__table__)
+        if session.get_bind().dialect.name == "sqlite":
+            assert estimate is None  # SQLite keeps no estimate
+        else:
+            assert estimate is None or estimate >= 0
+        with pytest.raises(TypeError, match="takes a table"):
+            await estimate_rows(session, select(Member).subquery())
