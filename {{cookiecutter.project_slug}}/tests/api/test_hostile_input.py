@@ -7,7 +7,6 @@ string that passes its length check but grows past its column when normalised.
 
 import base64
 import json
-import uuid
 from typing import Any
 
 import httpx
@@ -63,6 +62,8 @@ def cursor_of(value: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
 
+# A fixed id, so that the test ids are the same in every xdist worker.
+SOME_UUID = "6f1c2a9e-4b7d-4e3a-9c51-2d8e0f7b3a64"
 # Each is a cursor the list never gave out: not base64, not JSON, the wrong shape, a key
 # of the other list, a timestamp without its offset or past the calendar's end, an id
 # the column cannot hold.
@@ -71,14 +72,14 @@ BAD_CURSORS = [
     ("/users", "x"),
     ("/users", cursor_of({"a": 1})),
     ("/users", cursor_of([1])),
-    ("/users", cursor_of(["2026-01-01T00:00:00", str(uuid.uuid4())])),
-    ("/users", cursor_of(["9999-12-31T23:59:59-05:00", str(uuid.uuid4())])),
+    ("/users", cursor_of(["2026-01-01T00:00:00", SOME_UUID])),
+    ("/users", cursor_of(["9999-12-31T23:59:59-05:00", SOME_UUID])),
     ("/users", cursor_of(["2026-01-01T00:00:00+00:00", "not-a-uuid"])),
     ("/users", cursor_of([[[[[]]]], None])),
     ("/notes", cursor_of([INTEGER_MAX + 1])),
     ("/notes", cursor_of([-1])),
     ("/notes", cursor_of([True])),
-    ("/notes", cursor_of(["2026-01-01T00:00:00+00:00", str(uuid.uuid4())])),
+    ("/notes", cursor_of(["2026-01-01T00:00:00+00:00", SOME_UUID])),
     ("/notes", "A" * (MAX_CURSOR_LENGTH + 1)),
 ]
 
