@@ -1,5 +1,12 @@
 """The baked service behind a real PgBouncer in transaction mode, with DATABASE_POOLER=pgbouncer.
 
+The baked suite runs through it: TEST_DATABASE_URL leads to PgBouncer, whose pool is
+small enough for a server other test processes share, and TEST_DATABASE_DIRECT_URL to
+the server, for creating databases and for the migration tests (as `app.migrate` goes
+around the pooler). The tests that hold only on a connection of their own carry the
+`direct_connection` marker with their reason; their number is pinned here, so that
+none is skipped unseen.
+
 PgBouncer comes from Debian's package (`.ci/run` installs it) and runs on a free loopback
 port in front of the PostgreSQL server of TEST_DATABASE_URL (tests/pgbouncer.py). On the
 PostgreSQL bake with both databases and the example API, what `make serve` runs
@@ -36,11 +43,52 @@ LOAD_POOL_SIZE = 8
 assert LOAD_POOL_SIZE < WORKERS * (5 + 10)
 STARTUP_DEADLINE = 60
 POOLER_ERRORS = ("prepared statement", "already exists")
+# Per database; transaction mode needs a server connection per open transaction, and
+# no test of the suite holds more than this many at once.
+SUITE_POOL_SIZE = 10
+# The baked tests marked `direct_connection`, by reason: 10 count or exhaust the app's
+# pool, 4 check its budget, 2 hold 50 transactions at a barrier, 1 has PostgreSQL end
+# PgBouncer's server connections.
+DIRECT_ONLY = 17
+# The other skips the suite may make here: tests/test_replica.py gives it a replica.
+OTHER_SKIPS = ("needs a streaming replica",)
+SUITE_DEADLINE = 1800  # seconds; the whole suite in one process, on a shared machine
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return bake_into(tmp_path_factory.mktemp("pooled"), **ANSWERS)
+
+
+def test_the_baked_suite_passes_through_pgbouncer(project: Path) -> None:
+    server = server_url("TEST_DATABASE_URL", "PostgreSQL")
+    with (
+        new_database(server, "pooled_suite") as shared,
+        running_pgbouncer(server, pool_size=SUITE_POOL_SIZE) as pooler,
+    ):
+        env = {
+            "DATABASE_POOLER": "pgbouncer",
+            "TEST_DATABASE_URL": _url(make_url(pooler.url).set(database=shared.database)),
+            "TEST_DATABASE_DIRECT_URL": _url(shared),
+        }
+        # One process: the suite's parametrised cursors differ between xdist workers.
+        command = ("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0")
+        result = run(*command, cwd=project, env=env, timeout=SUITE_DEADLINE)
+        pooler_log = pooler.log.read_text()
+
+    output = result.stdout[-8000:] + result.stderr[-2000:]
+    assert result.returncode == 0, output
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+    direct = [line for line in skipped if "needs a direct connection" in line]
+    others = [line for line in skipped if line not in direct]
+    assert [line for line in others if not any(why in line for why in OTHER_SKIPS)] == []
+    assert sum(_count(line) for line in direct) == DIRECT_ONLY, output
+    assert "login attempt" in pooler_log  # the suite went through PgBouncer
+
+
+def _count(skipped: str) -> int:
+    """How many tests one `-ra` line stands for: "SKIPPED [3] path:line: reason"."""
+    return int(skipped.split("[", 1)[1].split("]", 1)[0])
 
 
 def test_four_workers_answer_forty_clients_through_pgbouncer_without_an_error(

@@ -69,7 +69,12 @@ BACKEND = "sqlite" if SERVER_URL is None else SERVER_URL.get_backend_name()
 # CREATE and DROP DATABASE cannot run in a transaction, so not through PgBouncer
 # either: they go to TEST_DATABASE_DIRECT_URL, the server itself.
 ADMIN_URL = _server_url("TEST_DATABASE_DIRECT_URL") or SERVER_URL
-POOLER_ARGS = pgbouncer_engine_args() if os.environ.get("DATABASE_POOLER") == "pgbouncer" else {}
+# Taken out of the environment, so that the tests that build Settings of their own (on
+# SQLite, say) don't inherit it; the `settings` fixture passes it on.
+BEHIND_PGBOUNCER = os.environ.pop("DATABASE_POOLER", "none") == "pgbouncer"
+POOLER_ARGS = pgbouncer_engine_args() if BEHIND_PGBOUNCER else {}
+# For the tests' engines that keep a pool of their own, to count what it lends.
+POOLER_CONNECT_ARGS: dict[str, Any] = POOLER_ARGS.get("connect_args", {})
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -78,6 +83,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if RUNNING_IN_CI:
             pytest.fail(f"{reason} (CI is set, so this test may not be skipped)", pytrace=False)
         pytest.skip(reason)
+    direct = item.get_closest_marker("direct_connection")
+    if direct and BEHIND_PGBOUNCER:
+        pytest.skip(f"needs a direct connection to the server, not PgBouncer: {direct.args[0]}")
 
 
 @asynccontextmanager
@@ -100,6 +108,13 @@ async def _new_database(tmp_path_factory: pytest.TempPathFactory, label: str) ->
             await connection.execute(text(f"DROP DATABASE {name}{force}"))
     finally:
         await admin.dispose()
+
+
+def direct(url: str) -> URL:
+    """`url`'s database on the server itself: where migrations go, around PgBouncer."""
+    if ADMIN_URL is None:
+        return make_url(url)
+    return ADMIN_URL.set(database=make_url(url).database)
 
 
 @pytest.fixture(scope="session")
@@ -200,6 +215,8 @@ def handle() -> str:
 def settings(database_urls: dict[str, str]) -> Settings:
     # Any, not str: mypy checks a `**` dict's value type against every keyword Settings takes.
     urls: dict[str, Any] = {_url_setting(name): url for name, url in database_urls.items()}
+    if BEHIND_PGBOUNCER:
+        urls["database_pooler"] = "pgbouncer"
     return Settings(**urls, secret_key="test-secret")
 
 

@@ -15,3 +15,14 @@ def queue_pool(engine: AsyncEngine) -> QueuePool:
             "connections; give the test engine a QueuePool (the default for a file or server)."
         )
     return pool
+
+
+# The reasons of the tests that stop holding behind PgBouncer, with DATABASE_POOLER=pgbouncer.
+COUNTS_THE_APPS_POOL = (
+    "it counts or exhausts the app's own connection pool, and behind PgBouncer the app "
+    "keeps none (NullPool): PgBouncer queues a transaction rather than time it out"
+)
+CHECKS_THE_POOLS_BUDGET = (
+    "it checks the budget of the app's pools against max_connections, and behind PgBouncer "
+    "the app keeps none: the server connections are pgbouncer.ini's default_pool_size"
+)

@@ -20,7 +20,7 @@ from app.errors import RETRY_AFTER_SECONDS, ConflictError
 from app.observability import JsonFormatter, hide_row_values
 from tests.asgi import http_scope
 from tests.conftest import serve
-from tests.pools import queue_pool
+from tests.pools import COUNTS_THE_APPS_POOL, queue_pool
 
 SECRET = "s3cret-password"
 
@@ -121,6 +121,7 @@ async def test_an_unhandled_error_is_500_without_internals(
             assert leak not in response.text
 
 
+@pytest.mark.direct_connection(COUNTS_THE_APPS_POOL)
 async def test_a_pool_timeout_is_503_with_retry_after(
     make_live_app: Callable[..., FastAPI],
 ) -> None:

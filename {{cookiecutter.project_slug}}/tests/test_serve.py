@@ -18,6 +18,7 @@ from app.serve import ServerOptions, ServerOptionsError
 from app.settings import Settings
 from tests.api.test_health import unreachable_url
 from tests.conftest import serve
+from tests.pools import CHECKS_THE_POOLS_BUDGET
 
 
 def test_the_server_options_have_defaults_for_a_single_machine() -> None:
@@ -76,6 +77,7 @@ def test_a_budget_fits_when_every_worker_s_pool_fits_in_what_the_server_allows()
     assert "Lower WEB_CONCURRENCY (or DATABASE_TOTAL_WORKERS)" in over.problem()
 
 
+@pytest.mark.direct_connection(CHECKS_THE_POOLS_BUDGET)
 async def test_the_budget_counts_every_worker_and_asks_the_server_its_limits(
     make_live_app: Callable[..., FastAPI], backend: str
 ) -> None:
@@ -107,6 +109,7 @@ async def test_the_budget_counts_every_worker_and_asks_the_server_its_limits(
         assert budget.reserved_by_settings == 4
 
 
+@pytest.mark.direct_connection(CHECKS_THE_POOLS_BUDGET)
 async def test_a_read_replica_has_a_budget_of_its_own(
     make_live_app: Callable[..., FastAPI], database_urls: dict[str, str], backend: str
 ) -> None:
@@ -129,6 +132,7 @@ async def test_a_read_replica_has_a_budget_of_its_own(
     assert replica.describe().startswith("database main replica: 1 worker x 15 connections")
 
 
+@pytest.mark.direct_connection(CHECKS_THE_POOLS_BUDGET)
 async def test_a_database_that_is_down_leaves_its_budget_unchecked(
     make_live_app: Callable[..., FastAPI], database_urls: dict[str, str], backend: str
 ) -> None:
@@ -145,6 +149,7 @@ async def test_a_database_that_is_down_leaves_its_budget_unchecked(
         assert str(budgets["main"]).startswith("unreachable (")
 
 
+@pytest.mark.direct_connection(CHECKS_THE_POOLS_BUDGET)
 async def test_each_worker_logs_its_budget_when_it_starts(
     make_live_app: Callable[..., FastAPI], backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:

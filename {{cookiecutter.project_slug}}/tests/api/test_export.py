@@ -26,7 +26,7 @@ from app.models.user import User
 from tests.asgi import http_scope
 from tests.conftest import serve
 from tests.factories import make_note, make_user
-from tests.pools import queue_pool
+from tests.pools import COUNTS_THE_APPS_POOL, queue_pool
 
 
 async def test_ndjson_has_one_line_per_live_note_in_order(
@@ -145,6 +145,7 @@ def _request_then(gone: asyncio.Event) -> Callable[[], Awaitable[Message]]:
     return receive
 
 
+@pytest.mark.direct_connection(COUNTS_THE_APPS_POOL)
 @pytest.mark.parametrize("export_format", ["ndjson", "csv"])
 async def test_a_slow_reader_gets_every_note_in_order_and_no_connection_waits_on_it(
     make_live_app: Callable[..., FastAPI], committed_notes: int, export_format: str
@@ -183,6 +184,7 @@ async def test_a_slow_reader_gets_every_note_in_order_and_no_connection_waits_on
     assert max(chunk.count(b"\n") for chunk in chunks) <= BATCH_SIZE  # one batch in memory
 
 
+@pytest.mark.direct_connection(COUNTS_THE_APPS_POOL)
 async def test_a_stalled_reader_holds_no_connection_and_its_stream_ends(
     make_live_app: Callable[..., FastAPI], committed_notes: int
 ) -> None:
@@ -220,6 +222,7 @@ async def test_a_stalled_reader_holds_no_connection_and_its_stream_ends(
     assert all(message.get("more_body") for message in bodies)
 
 
+@pytest.mark.direct_connection(COUNTS_THE_APPS_POOL)
 @pytest.mark.parametrize("how", ["disconnect message", "send fails"])
 async def test_a_client_disconnect_mid_export_returns_the_connection(
     make_live_app: Callable[..., FastAPI], committed_notes: int, how: str
@@ -250,6 +253,7 @@ async def test_a_client_disconnect_mid_export_returns_the_connection(
         assert queue_pool(engine).checkedout() == 0
 
 
+@pytest.mark.direct_connection(COUNTS_THE_APPS_POOL)
 async def test_a_full_pool_is_a_503_before_the_response_starts(
     make_live_app: Callable[..., FastAPI],
 ) -> None:

@@ -25,6 +25,7 @@ from app.migrate import alembic_config, databases, upgrade
 from app.readiness import Readiness
 from app.settings import Settings
 from tests.conftest import serve
+from tests.pools import COUNTS_THE_APPS_POOL
 
 SECRET_PASSWORD = "never-shown-s3cret"
 
@@ -55,6 +56,7 @@ async def test_ready_pings_every_database(client: httpx.AsyncClient, app: FastAP
     }
 
 
+@pytest.mark.direct_connection(COUNTS_THE_APPS_POOL)
 async def test_ready_is_503_naming_a_database_whose_pool_is_exhausted(
     make_live_app: Callable[..., FastAPI],
 ) -> None:
@@ -120,6 +122,8 @@ async def test_a_database_behind_its_migrations_is_ready_once_migrated_without_a
     # Every database on a new, empty SQLite file, as after a deploy that forgot `make migrate`.
     urls = {name: f"sqlite+aiosqlite:///{tmp_path / f'{name}.db'}" for name in databases()}
     overrides: dict[str, Any] = {_url_setting(name): url for name, url in urls.items()}
+    # Files, not PostgreSQL: no PgBouncer before them, whatever the suite runs through.
+    overrides["database_pooler"] = "none"
     app = create_app(settings.model_copy(update=overrides))
     heads = {name: _heads(name) for name in urls}
 
@@ -184,6 +188,11 @@ async def test_a_database_at_head_is_not_rechecked_until_the_verdict_expires(
         await engine.dispose()
 
 
+@pytest.mark.direct_connection(
+    "PostgreSQL then ends PgBouncer's server connections, which the app's pre-ping cannot "
+    "see: PgBouncer lends the dead one to the next transaction, and checks its idle server "
+    "connections only after server_check_delay"
+)
 @pytest.mark.postgresql
 async def test_requests_succeed_after_postgresql_terminates_the_app_connections(
     make_live_app: Callable[..., FastAPI], database_urls: dict[str, str]

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.settings import Settings
 from tests.conftest import serve
 from tests.factories import make_note, make_user
-from tests.pools import queue_pool
+from tests.pools import COUNTS_THE_APPS_POOL, queue_pool
 
 
 @pytest.fixture
@@ -54,6 +54,7 @@ async def test_a_deleted_users_notes_leave_every_count(
     assert response.json() == {"users": 1, "notes": 1, "deleted_notes": 0, "notes_last_24h": 1}
 
 
+@pytest.mark.direct_connection(COUNTS_THE_APPS_POOL)
 async def test_counts_run_concurrently_within_the_connection_limit(
     make_live_app: Callable[..., FastAPI],
 ) -> None:
@@ -74,6 +75,7 @@ async def test_counts_run_concurrently_within_the_connection_limit(
     assert queue_pool(engine).checkedout() == 0
 
 
+@pytest.mark.direct_connection(COUNTS_THE_APPS_POOL)
 async def test_an_exhausted_pool_is_503_and_every_session_is_ended(
     make_live_app: Callable[..., FastAPI],
 ) -> None:

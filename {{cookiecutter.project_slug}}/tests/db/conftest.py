@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message
 
 from app.db import SessionProxy, SQLAlchemyMiddleware, create_middleware_and_session_proxy
 from tests.asgi import http_scope
+from tests.conftest import POOLER_CONNECT_ARGS
 
 APPLICATION_NAME = "session-layer-tests"
 
@@ -51,7 +52,7 @@ class CountingSession(Session):
 
 @pytest.fixture(scope="session")
 async def items_table(database_url: str) -> None:
-    engine = create_async_engine(database_url)
+    engine = create_async_engine(database_url, connect_args=POOLER_CONNECT_ARGS)
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
     await engine.dispose()
@@ -61,7 +62,10 @@ def engine_args(backend: str, **overrides: Any) -> dict[str, Any]:
     """A small pool, so that leaks and limits show at once; PG backends are labelled."""
     args: dict[str, Any] = {"pool_size": 2, "max_overflow": 0, "pool_timeout": 3}
     if backend == "postgresql":
-        args["connect_args"] = {"server_settings": {"application_name": APPLICATION_NAME}}
+        args["connect_args"] = {
+            **POOLER_CONNECT_ARGS,
+            "server_settings": {"application_name": APPLICATION_NAME},
+        }
     return {**args, **overrides}
 
 

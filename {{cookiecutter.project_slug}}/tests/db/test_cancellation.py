@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.types import Message
 
 from app.db import SessionProxy
+from tests.conftest import POOLER_CONNECT_ARGS
 from tests.pools import queue_pool
 
 from .conftest import APPLICATION_NAME, MakeApp, call, items, names
@@ -19,7 +20,7 @@ from .conftest import APPLICATION_NAME, MakeApp, call, items, names
 
 async def idle_in_transaction(database_url: str) -> list[str]:
     """States of this suite's PostgreSQL backends that sit inside an open transaction."""
-    observer = create_async_engine(database_url)
+    observer = create_async_engine(database_url, connect_args=POOLER_CONNECT_ARGS)
     try:
         async with observer.connect() as connection:
             rows = await connection.execute(

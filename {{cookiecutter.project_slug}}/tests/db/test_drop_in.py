@@ -24,6 +24,7 @@ from app.db import (
     create_middleware_and_session_proxy,
     db,
 )
+from tests.conftest import POOLER_CONNECT_ARGS
 
 from .conftest import MakeApp, MakeClient, Pair, call, engine_args, items, names
 
@@ -88,7 +89,7 @@ async def test_an_owned_engine_is_the_bind_and_the_one_disposed(
 
 
 async def test_every_pair_binds_its_own_engine(engine: AsyncEngine, database_url: str) -> None:
-    second_engine = create_async_engine(database_url)
+    second_engine = create_async_engine(database_url, connect_args=POOLER_CONNECT_ARGS)
     (first_class, first), (second_class, second) = (
         create_middleware_and_session_proxy("first"),
         create_middleware_and_session_proxy("second"),

@@ -53,6 +53,10 @@ def _hold_the_first_insert(
 
 
 @pytest.mark.postgresql
+@pytest.mark.direct_connection(
+    f"its {CALLERS} transactions wait at a barrier for one another, so each needs a server "
+    "connection at once; PgBouncer's pool is smaller, and the callers without one never arrive"
+)
 @pytest.mark.parametrize("helper", ["get_or_create", "update_or_create"])
 async def test_concurrent_callers_get_the_one_row(
     scratch_engine: AsyncEngine,

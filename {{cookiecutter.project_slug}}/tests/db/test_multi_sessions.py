@@ -199,10 +199,15 @@ async def test_failing_gather_closes_the_coroutines_it_never_started(
 async def test_child_tasks_sessions_end_with_the_task(
     bound: SessionProxy, engine: AsyncEngine
 ) -> None:
+    returned = asyncio.Event()
+    event.listen(engine.sync_engine, "checkin", lambda *_: returned.set())
     async with bound(multi_sessions=True, commit_on_exit=True):
         task = asyncio.create_task(_insert(bound, "from a task"))
         await task
-        await asyncio.sleep(0.05)  # the task's session is ended by a cleanup task
+        # The task's session is ended by a cleanup task, whose rollback is a round trip
+        # to the database: wait for it, with a deadline for a loaded machine.
+        async with asyncio.timeout(30):
+            await returned.wait()
         assert queue_pool(engine).checkedout() == 0
     assert await names(engine) == ["from a task"]
 

@@ -4,17 +4,20 @@ Migrations are run up and down here, so each test gets databases of its own rath
 than the shared one that other tests keep their schema in. On a server, creating a
 database takes about half a second, so the few that the session creates are emptied
 and handed out again (PostgreSQL: a new `public` schema; MySQL: dropped and recreated).
+Behind PgBouncer they are on the server itself, where `app.migrate` goes too
+(DATABASE_DIRECT_URL): CREATE DATABASE cannot run in a transaction, so not through it.
 """
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from sqlalchemy import URL, make_url, text
+from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine
 from app.migrate import databases
+from tests.conftest import direct
 
 NewDatabase = Callable[[], Awaitable[AsyncEngine]]
 
@@ -32,7 +35,7 @@ async def _server_databases(database_url: str, backend: str) -> AsyncIterator[li
     names: list[str] = []
     yield names
     if names:
-        admin = create_engine(database_url, {"isolation_level": "AUTOCOMMIT"})
+        admin = create_engine(direct(database_url), {"isolation_level": "AUTOCOMMIT"})
         force = " WITH (FORCE)" if backend == "postgresql" else ""
         try:
             async with admin.connect() as connection:
@@ -50,7 +53,7 @@ async def new_database(
     _server_databases: list[str],
 ) -> AsyncIterator[NewDatabase]:
     """A factory of engines, each on an empty database of its own."""
-    shared = make_url(database_url)
+    shared = direct(database_url)
     engines: list[AsyncEngine] = []
 
     async def new() -> AsyncEngine:
