@@ -1,6 +1,7 @@
 """Run the benchmark: seed the databases, measure the exports' memory, interleave the rounds."""
 
 import argparse
+import atexit
 import contextlib
 import http.client
 import json
@@ -13,16 +14,18 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from . import database
-from .config import DEFAULT_DATABASE_URL, PEER_PACKAGE, POOL_SIZE
+from .config import DEFAULT_DATABASE_URL, HOST, PEER_PACKAGE, POOL_SIZE
 from .contestants import (
     BASELINE,
     BENCHMARKS,
     ENDPOINTS,
     SERVICE,
+    SERVICE_PGBOUNCER,
     Contestant,
     Route,
     contestants,
@@ -31,6 +34,7 @@ from .contestants import (
 from .database import SCALE_USERS
 from .load import WRK_OPTIONS, Sample, Slice, combine, load_slice, warm_up
 from .memory import MemorySample, measure_export
+from .pgbouncer import PgBouncerError, free_port, running_pgbouncer
 from .profile import py_spy, recording, render_profile, summarize
 from .report import Results, Round, Scale, render
 from .server import UVICORN_OPTIONS, Server, ServerError, request, running, set_up
@@ -334,8 +338,24 @@ def main() -> int:
     cores = _cores()
     url = arguments.database_url
     service_dsn = database.with_database(url, database.name(url) + "_service")
-    everyone = contestants(arguments.project, service_dsn, rows=arguments.rows)
+    pooler_port = free_port()
+    # The service's database, through PgBouncer: trust auth, as the harness's own server.
+    user = urlsplit(service_dsn).username or "postgres"
+    pooled_dsn = urlunsplit(urlsplit(service_dsn)._replace(netloc=f"{user}@{HOST}:{pooler_port}"))
+    everyone = contestants(
+        arguments.project, service_dsn, rows=arguments.rows, pooled_dsn=pooled_dsn
+    )
     chosen = _selected(everyone, arguments.only)
+    failures: dict[str, str] = {}
+    if any(c.key == SERVICE_PGBOUNCER for c in chosen):
+        # As many server connections as the direct service's pool holds.
+        pooler = contextlib.ExitStack()
+        atexit.register(pooler.close)
+        try:
+            pooler.enter_context(running_pgbouncer(url, port=pooler_port, pool_size=POOL_SIZE))
+        except PgBouncerError as error:
+            failures[SERVICE_PGBOUNCER] = str(error)
+            _log(f"  failed: {error}")
     sqlalchemy_url = database.sqlalchemy_url(url)
 
     _log(f"database: rebuilding items with {arguments.rows:,} rows")
@@ -346,7 +366,6 @@ def main() -> int:
             f"PostgreSQL at {url} refused the benchmark ({error}). Start it, or point "
             "--database-url at a server where this user may create databases."
         )
-    failures: dict[str, str] = {}
     prepared: set[str] = set()
     for contestant in chosen:
         if problem := _prepare(contestant, sqlalchemy_url, prepared):

@@ -17,6 +17,7 @@ __all__ = [
     "PEER",
     "SERVICE",
     "SERVICE_NO_PRE_PING",
+    "SERVICE_PGBOUNCER",
     "SERVICE_TRACED",
     "SESSION_LAYER",
     "Contestant",
@@ -50,6 +51,9 @@ SERVICE = "service"
 SERVICE_NO_PRE_PING = "service-no-pre-ping"
 # The service with OpenTelemetry on (OTEL_ENABLED): a span per request and statement.
 SERVICE_TRACED = "service-traced"
+# The service through PgBouncer in transaction mode (DATABASE_POOLER=pgbouncer), which
+# the harness starts with the service's pool size as its own.
+SERVICE_PGBOUNCER = "service-pgbouncer"
 BASELINE = "baseline"
 BASELINE_AGAIN = "baseline-again"
 PEER = "peer"
@@ -182,15 +186,36 @@ def _traced(service: Contestant) -> Contestant:
     return dataclasses.replace(service, env=env, exports={})
 
 
-def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestant]:
+def _through_pgbouncer(service: Contestant, pooled_dsn: str) -> Contestant:
+    """`service` on the same database, reached through the PgBouncer at `pooled_dsn`.
+
+    Its migrations go to the server itself (DATABASE_DIRECT_URL); the export's memory
+    is the direct service's to show.
+    """
+    env = {
+        **service.env,
+        "DATABASE_URL": sqlalchemy_url(pooled_dsn),
+        "DATABASE_POOLER": "pgbouncer",
+        "DATABASE_DIRECT_URL": service.env["DATABASE_URL"],
+    }
+    return dataclasses.replace(service, env=env, exports={})
+
+
+def contestants(
+    project: Path, service_dsn: str, *, rows: int, pooled_dsn: str | None = None
+) -> list[Contestant]:
     """The contestants, in the report's order, for a service baked into `project`.
 
     The apps in `apps/` serve `rows` seeded items. The service gets a database of its
     own (`service_dsn`), built by its own migrations (it is not ready on one that is
     not up to date) and seeded with `rows` notes, which its export streams; the same
-    service without pool pre-ping shares it.
+    service without pool pre-ping shares it, and so does the service through the
+    PgBouncer at `pooled_dsn`, when there is one.
     """
     shared = _shared_routes(rows)
+    pooled = _service(
+        SERVICE_PGBOUNCER, "baked service, PgBouncer", project, service_dsn, rows=rows
+    )
     return [
         Contestant(
             SESSION_LAYER,
@@ -212,6 +237,7 @@ def contestants(project: Path, service_dsn: str, *, rows: int) -> list[Contestan
             rows=rows,
             pre_ping=False,
         ),
+        *([_through_pgbouncer(pooled, pooled_dsn)] if pooled_dsn else []),
         Contestant(BASELINE, "Depends (baseline)", "baseline:app", shared),
         # The baseline's app in a second server: the ratios between two servers of the
         # same code are the noise floor under every other comparison.

@@ -12,6 +12,7 @@ from .contestants import (
     ENDPOINTS,
     PEER,
     SERVICE,
+    SERVICE_PGBOUNCER,
     SESSION_LAYER,
     Contestant,
 )
@@ -212,6 +213,28 @@ def _noise(results: Results) -> list[str]:
     ]
 
 
+def _pgbouncer(results: Results) -> list[str]:
+    """The service through PgBouncer over the service direct, per endpoint and round."""
+    per_endpoint = {
+        title: _ratios(results, SERVICE_PGBOUNCER, endpoint, "rps", SERVICE)
+        for endpoint, title in ENDPOINTS.items()
+    }
+    if not any(per_endpoint.values()):
+        return []
+    return [
+        "Through PgBouncer in transaction mode (DATABASE_POOLER=pgbouncer, a pool of the "
+        "service's size in pgbouncer.ini): the service's req/s over the direct service's in "
+        "the same slices, median (each round):",
+        "",
+        *(
+            f"- {title}: {_x(ratios)} ({_each(ratios)})"
+            for title, ratios in per_endpoint.items()
+            if ratios
+        ),
+        "",
+    ]
+
+
 def _mark(met: list[bool]) -> str:
     """A target that could not be judged is missed: a broken route reaches nothing."""
     return "pass" if met and all(met) else "MISS"
@@ -401,6 +424,7 @@ def render(results: Results) -> str:
             *_table(results),
             "",
             *_noise(results),
+            *_pgbouncer(results),
             "## Targets",
             "",
             noise,
