@@ -2,15 +2,20 @@
 
 The variants are the default answers, every value of every choice, and every
 combination of database x second_database x include_example_api. Every variant is
-locked and passes its own pre-commit hooks (ruff, mypy --strict, whitespace). Each
-database combination's own suite runs on SQLite, on PostgreSQL, and, for the mysql
-variants, on MariaDB; the python-3.12 and python-3.13 variants differ from the
-default only in their version floors, which the lock and the hooks check.
-tests/test_lifecycle.py runs the CI workflow's steps on one variant per database,
-and those runs stand in for that variant's suite runs here.
+locked and passes its own pre-commit hooks (ruff, mypy --strict, whitespace).
+
+The database answer changes a bake's dependencies, compose file, workflow and docs, but
+not its code: the app, its tests and its migrations depend only on second_database and
+include_example_api (a test below proves it). So each server runs the suites of its own
+variants, which cover every such combination once: the sqlite variants on SQLite, the
+postgresql ones on PostgreSQL, the mysql ones on MariaDB. The python-3.12 and
+python-3.13 variants differ from the default only in their version floors, which the
+lock and the hooks check. tests/test_lifecycle.py runs the CI workflow's steps on one
+variant per database, and those runs stand in for that variant's suite run here.
 """
 
 import fnmatch
+import itertools
 import re
 import shutil
 import sys
@@ -29,8 +34,19 @@ JINJA_MARKERS = ("{{", "{%", "cookiecutter.")
 TEMPLATE_SYNTAX = {"*.mako": "${"}
 # GitHub's own expressions, which the workflows keep through rendering.
 GITHUB_EXPRESSION = re.compile(r"\$\{\{ [^{}]+ \}\}")
-# The variants whose suites run here: one per database combination.
-SUITE_VARIANTS = [name for name, answers in VARIANTS.items() if not name.startswith("python-")]
+# What a bake runs as code; the database answer must leave all of it alone.
+CODE = ("app", "tests", "migrations", "alembic.ini", "log-config.json")
+
+
+def _suite_variants(database: str) -> list[str]:
+    """The variants of `database` whose suites run here (one per code combination)."""
+    return [
+        name
+        for name, answers in VARIANTS.items()
+        if answers["database"] == database
+        and not name.startswith("python-")
+        and name != CI_VARIANTS[database]
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -147,25 +163,18 @@ def _run_suite(project: Path, database_url: str | None, *pytest_args: str) -> No
     assert " passed" in result.stdout
 
 
-@pytest.mark.parametrize(
-    "variant", [name for name in SUITE_VARIANTS if name != CI_VARIANTS["sqlite"]]
-)
+@pytest.mark.parametrize("variant", _suite_variants("sqlite"))
 def test_baked_suite_passes_on_sqlite(baked: dict[str, Path], variant: str) -> None:
     _run_suite(baked[variant], None, "-m", "not postgresql")
 
 
-@pytest.mark.parametrize(
-    "variant", [name for name in SUITE_VARIANTS if name != CI_VARIANTS["postgresql"]]
-)
+@pytest.mark.parametrize("variant", _suite_variants("postgresql"))
 def test_baked_suite_passes_on_postgresql(baked: dict[str, Path], variant: str) -> None:
     url = server_url("TEST_DATABASE_URL", "PostgreSQL")
     _run_suite(baked[variant], url)
 
 
-@pytest.mark.parametrize(
-    "variant",
-    [name for name in SUITE_VARIANTS if name.startswith("mysql-") and name != CI_VARIANTS["mysql"]],
-)
+@pytest.mark.parametrize("variant", _suite_variants("mysql"))
 def test_baked_suite_passes_on_mariadb(baked: dict[str, Path], variant: str) -> None:
     url = server_url("TEST_MYSQL_URL", "MariaDB")
     _run_suite(baked[variant], url, "-m", "not postgresql")
@@ -179,11 +188,58 @@ def test_matrix_covers_every_value_of_every_choice() -> None:
 
 
 def test_the_skipped_suites_differ_from_the_default_only_in_python_version() -> None:
-    for name in set(VARIANTS) - set(SUITE_VARIANTS):
+    for name in (name for name in VARIANTS if name.startswith("python-")):
         differences = {
             key for key, value in VARIANTS[name].items() if VARIANTS["default"][key] != value
         }
         assert differences == {"python_version"}, name
+
+
+def test_each_server_runs_every_code_combination_once() -> None:
+    for database in CHOICES["database"]:
+        tested = [*_suite_variants(database), CI_VARIANTS[database]]
+        combinations = [
+            (VARIANTS[name]["second_database"], VARIANTS[name]["include_example_api"])
+            for name in tested
+        ]
+        assert sorted(combinations) == sorted(
+            itertools.product(CHOICES["second_database"], CHOICES["include_example_api"])
+        ), database
+
+
+@pytest.mark.parametrize(
+    ("second_database", "include_example_api"),
+    list(itertools.product(CHOICES["second_database"], CHOICES["include_example_api"])),
+)
+def test_the_database_answer_leaves_the_code_alone(
+    baked: dict[str, Path], second_database: str, include_example_api: str
+) -> None:
+    trees = {
+        answers["database"]: _code_of(baked[name])
+        for name, answers in VARIANTS.items()
+        if not name.startswith("python-")
+        and (answers["second_database"], answers["include_example_api"])
+        == (second_database, include_example_api)
+    }
+    assert set(trees) == set(CHOICES["database"])
+    first = trees["postgresql"]
+    for database, tree in trees.items():
+        assert tree == first, f"the {database} bake's code differs from the postgresql one's"
+
+
+def _code_of(project: Path) -> dict[str, bytes]:
+    """Every file of the bake's code, and its pytest settings, by relative path."""
+    files = {
+        path.relative_to(project).as_posix(): path.read_bytes()
+        for entry in CODE
+        for path in (
+            [project / entry] if (project / entry).is_file() else (project / entry).rglob("*")
+        )
+        if path.is_file() and path.suffix not in {".pyc", ".db"}
+    }
+    pytest_settings = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["pytest"]
+    files["pyproject.toml [tool.pytest]"] = repr(pytest_settings).encode()
+    return files
 
 
 def test_every_workflow_and_dependabot_file_is_valid_and_audited(baked: dict[str, Path]) -> None:
