@@ -152,7 +152,12 @@ async def _load(base: str) -> Counter[str]:
     """CLIENTS clients creating, reading and listing users and notes for LOAD_SECONDS."""
     outcomes: Counter[str] = Counter()
     stop = time.monotonic() + LOAD_SECONDS
-    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    # Idle connections expire on the client's side before uvicorn's keep-alive timeout
+    # (5 s) closes them; with equal timeouts a request can go out on a connection the
+    # server is closing, a ReadError that has nothing to do with PgBouncer.
+    limits = httpx.Limits(
+        max_connections=CLIENTS, max_keepalive_connections=CLIENTS, keepalive_expiry=2
+    )
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
 
         async def one_client(number: int) -> None:
