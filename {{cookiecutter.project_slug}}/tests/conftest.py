@@ -259,6 +259,16 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
+async def terminate_backend(connection: AsyncConnection, pid: int) -> None:
+    """End PostgreSQL backend `pid`, as a restart or an operator would, and wait until it is gone.
+
+    The wait is the server's own (`pg_terminate_backend`'s timeout): polling
+    pg_stat_activity inside one transaction would keep seeing its first snapshot.
+    """
+    ended = await connection.scalar(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
+    assert ended, f"backend {pid} was still running 5 s after pg_terminate_backend"
+
+
 def _url_setting(database: str) -> str:
     """The Settings field that holds `database`'s URL, as alembic.ini names it."""
     return alembic_config(database).get_main_option("database_url_setting") or "database_url"

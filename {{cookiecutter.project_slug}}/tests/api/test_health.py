@@ -4,7 +4,6 @@ The service starts whatever state its databases are in: one that is down, behind
 ahead of the migrations makes /health/ready answer 503 until it is fixed, with no restart.
 """
 
-import asyncio
 import logging
 import socket
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from app.main import create_app
 from app.migrate import alembic_config, databases, upgrade
 from app.readiness import Readiness
 from app.settings import Settings
-from tests.conftest import serve
+from tests.conftest import serve, terminate_backend
 from tests.pools import COUNTS_THE_APPS_POOL
 
 SECRET_PASSWORD = "never-shown-s3cret"
@@ -209,7 +208,8 @@ async def test_requests_succeed_after_postgresql_terminates_the_app_connections(
     try:
         async with serve(app) as client:
             first = await client.get("/probe/backend")
-            await _terminate(admin, first.json())
+            async with admin.connect() as connection:
+                await terminate_backend(connection, first.json())
             second = await client.get("/probe/backend")
             ready = await client.get("/health/ready")
     finally:
@@ -255,15 +255,3 @@ async def _set_revisions(engine: AsyncEngine, revisions: list[str]) -> list[str]
                 text("INSERT INTO alembic_version (version_num) VALUES (:r)"), {"r": revision}
             )
     return held
-
-
-async def _terminate(admin: AsyncEngine, pid: int) -> None:
-    """End a PostgreSQL backend, as a restart or an operator would, and wait until it is gone."""
-    async with admin.connect() as connection:
-        await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        for _ in range(100):
-            alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
-            if (await connection.execute(alive, {"pid": pid})).scalar_one() == 0:
-                return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"backend {pid} was still running 5 s after pg_terminate_backend")

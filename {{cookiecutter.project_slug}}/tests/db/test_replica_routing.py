@@ -30,7 +30,7 @@ from app.db import (
     use_primary,
 )
 from app.settings import Settings, SettingsError
-from tests.conftest import serve
+from tests.conftest import serve, terminate_backend
 from tests.db.conftest import Item, items
 
 pytestmark = pytest.mark.postgresql
@@ -228,7 +228,7 @@ async def test_a_read_on_a_killed_replica_connection_is_retried_on_the_primary(
         async with sessions() as session:
             pid = (await session.execute(select(func.pg_backend_pid()))).scalar_one()
         async with admin.engine.connect() as connection:
-            await connection.execute(text(f"SELECT pg_terminate_backend({int(pid)})"))
+            await terminate_backend(connection, pid)
         async with sessions() as session:
             assert not await on_replica(session)  # answered by the primary, not an error
             assert replica.state.startswith("down")
