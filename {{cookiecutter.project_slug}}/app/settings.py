@@ -119,10 +119,12 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=5, ge=1)
     database_max_overflow: int = Field(default=10, ge=0)
     database_pool_timeout: float = Field(default=10.0, gt=0)
-    # Each connection lent by the pool is first tested with a round trip, so one that the
-    # server dropped (a restart, a killed backend) is replaced instead of failing the
-    # request. It costs that round trip per checkout; docs/performance.md has the figures.
-    database_pool_pre_ping: bool = True
+    # A pooled connection that the server closed (a restart, a failover, a killed
+    # backend) is replaced at checkout without a round trip. Pre-ping also tests each
+    # connection with one, which finds those that died silently too (a vanished host,
+    # a firewall that dropped them), at that round trip per checkout; docs/performance.md
+    # has the figures.
+    database_pool_pre_ping: bool = False
     # A PostgreSQL streaming replica of DATABASE_URL for the reads that are safe there
     # (docs/deployment.md, "Read replicas"); unset, every statement uses DATABASE_URL.
     # Reads use the primary while the replica is down or more than `max_lag` seconds behind.

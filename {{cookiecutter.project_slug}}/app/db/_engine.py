@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from ._listeners import LayerSession, install_session_listeners
-from ._pool import pool_class_for
+from ._pool import pool_class_for, refuse_closed_connections
 from ._replica import Replica, routing_session_class, session_info
 from ._urls import to_async_url
 
@@ -31,7 +31,8 @@ def create_engine(db_url: str | URL, engine_args: dict[str, Any] | None = None) 
     """An engine for `db_url` (sync driver names are translated to async ones).
 
     Unless `engine_args` choose a pool, a queue pool is the layer's `LayerPool`, whose
-    checkout timeout raises `PoolTimeoutError`.
+    checkout timeout raises `PoolTimeoutError`. Its pool replaces a connection that
+    the server closed while it sat idle, at no cost, instead of lending it.
     """
     url = to_async_url(db_url)
     args = dict(engine_args or {})
@@ -39,7 +40,9 @@ def create_engine(db_url: str | URL, engine_args: dict[str, Any] | None = None) 
         poolclass = pool_class_for(url)
         if poolclass is not None:
             args["poolclass"] = poolclass
-    return create_async_engine(url, **args)
+    engine = create_async_engine(url, **args)
+    refuse_closed_connections(engine)
+    return engine
 
 
 def create_session_factory(

@@ -1,13 +1,30 @@
-"""Pools: the layer's queue pool with a typed timeout, and how many connections a pool hands out."""
+"""Pools: the layer's queue pool with a typed timeout, the free check of a pooled
+connection at checkout, and how many connections a pool hands out."""
+
+from typing import Any
 
 import sqlalchemy.exc
+from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.engine.default import DefaultDialect
-from sqlalchemy.pool import AsyncAdaptedQueuePool, Pool, PoolProxiedConnection, QueuePool
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import (
+    AsyncAdaptedQueuePool,
+    ConnectionPoolEntry,
+    Pool,
+    PoolProxiedConnection,
+    QueuePool,
+)
 
 from ._errors import PoolTimeoutError
 
-__all__ = ["LayerPool", "has_free_connection", "pool_capacity", "pool_class_for"]
+__all__ = [
+    "LayerPool",
+    "has_free_connection",
+    "pool_capacity",
+    "pool_class_for",
+    "refuse_closed_connections",
+]
 
 
 class LayerPool(AsyncAdaptedQueuePool):
@@ -34,6 +51,36 @@ class LayerPool(AsyncAdaptedQueuePool):
                 f"No database connection became free in time ({exc.args[0]}). The pool is "
                 "exhausted: retry later, or raise pool_size / max_overflow / pool_timeout."
             ) from exc
+
+
+def refuse_closed_connections(engine: AsyncEngine) -> None:
+    """Have `engine`'s pool replace, at checkout, a connection the server has closed.
+
+    A restart, a failover or an operator ending backends closes the pool's idle
+    connections from the server's side, and the driver sees each socket close as it
+    happens. This reads what the driver saw, with no round trip, where pool pre-ping
+    would send one on every checkout. A connection that died silently (a host that
+    vanished, a firewall that dropped it) is still only found by pre-ping.
+    """
+    if not event.contains(engine.sync_engine, "checkout", _refuse_if_closed):
+        event.listen(engine.sync_engine, "checkout", _refuse_if_closed)
+
+
+def _refuse_if_closed(
+    dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    if _closed_by_server(getattr(dbapi_connection, "driver_connection", None)):
+        # The pool discards this connection alone and checks out a fresh one.
+        raise sqlalchemy.exc.DisconnectionError("the server closed this pooled connection")
+
+
+def _closed_by_server(driver_connection: Any) -> bool:
+    is_closed = getattr(driver_connection, "is_closed", None)
+    if callable(is_closed):  # asyncpg
+        return bool(is_closed())
+    # aiomysql: the stream it reads replies from has seen the server close the socket.
+    reader = getattr(driver_connection, "_reader", None)
+    return bool(reader is not None and reader.at_eof())
 
 
 def pool_class_for(url: URL) -> type[Pool] | None:
