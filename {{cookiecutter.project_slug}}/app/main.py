@@ -83,6 +83,9 @@ def create_app(
         title="{{ cookiecutter.project_name }}",
         description="{{ cookiecutter.description }}",
         lifespan=lifespan,
+        # Tracing is app/tracing.py's, behind OTEL_ENABLED. FastAPI's own telemetry would
+        # otherwise ask the global OpenTelemetry providers on every request whether it is on.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.engines = engines

@@ -57,6 +57,17 @@ _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 _statements: ContextVar[list[int] | None] = ContextVar("sql_statements", default=None)
 
 logger = logging.getLogger("app.requests")
+_REQUEST_MESSAGE = "%s %s %s"  # method, path, status
+# The request line's record as it is on every request but for its time and arguments.
+# The thread and process stay unset, as configure_logging() has every record leave them.
+_REQUEST_LINE = {
+    **vars(logging.LogRecord(logger.name, logging.INFO, __file__, 0, _REQUEST_MESSAGE, (), None)),
+    "thread": None,
+    "threadName": None,
+    "processName": None,
+    "process": None,
+}
+_LOGGING_STARTED: float = getattr(logging, "_startTime", time.time())  # relativeCreated's zero
 
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
@@ -124,6 +135,11 @@ def configure_logging(level: str) -> None:
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level)
+    # No JSON field shows a record's thread or process, and looking them up is a good
+    # part of what a record costs to make: the request line makes one per request.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def count_statements(engine: AsyncEngine) -> None:
@@ -209,15 +225,33 @@ class RequestContextMiddleware:
             if self.log_statements:
                 fields["sql_statements"] = counter[0]
             if logger.isEnabledFor(logging.INFO):
-                # Made directly rather than by logger.info(), which searches the call stack
-                # for the caller's file and line: always this line, shown in no JSON field.
-                record = logger.makeRecord(
-                    logger.name, logging.INFO, __file__, 0, "%s %s %s",
-                    (scope["method"], scope["path"], status), None, extra=fields,
-                )  # fmt: skip
-                logger.handle(record)
+                logger.handle(_request_line((scope["method"], scope["path"], status), fields))
             _statements.reset(counter_token)
             _request_id.reset(id_token)
+
+
+def _request_line(args: tuple[Any, ...], fields: dict[str, Any]) -> logging.LogRecord:
+    """The record of a request's log line: what `logger.info` would make, for less.
+
+    logger.info() searches the call stack for the caller's file and line, and
+    LogRecord() splits the file's path and looks up the thread and process, each time;
+    all of it is the same on every request, so it is copied from a record made once.
+    A record factory of the app's own (`logging.setLogRecordFactory`) still makes them.
+    """
+    if logging.getLogRecordFactory() is not logging.LogRecord:
+        return logger.makeRecord(
+            logger.name, logging.INFO, __file__, 0, _REQUEST_MESSAGE, args, None, extra=fields
+        )
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    attributes = vars(record)
+    attributes.update(_REQUEST_LINE)
+    now = time.time()
+    attributes["created"] = now
+    attributes["msecs"] = int((now - int(now)) * 1000) + 0.0
+    attributes["relativeCreated"] = (now - _LOGGING_STARTED) * 1000
+    attributes["args"] = args
+    attributes.update(fields)
+    return record
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

@@ -13,9 +13,10 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import text
 from starlette.types import Message
 
+from app import observability
 from app.db import db
 from app.main import create_app
-from app.observability import JsonFormatter
+from app.observability import JsonFormatter, _request_line, configure_logging, logger
 from app.settings import Settings
 from tests.asgi import http_scope
 from tests.conftest import serve
@@ -99,6 +100,43 @@ def test_a_line_holds_the_extra_fields_and_those_a_filter_adds() -> None:
     # The time is formatted once per second, and moves with the seconds.
     assert times[0] == times[1] != times[2]
     assert times[0].startswith(("2025-11-30T", "2025-12-01T"))  # in the machine's zone
+
+
+def test_the_request_line_is_the_record_logger_info_would_make() -> None:
+    configure_logging("INFO")  # which leaves every record's thread and process unset
+    args = ("GET", "/users", 200)
+    fields = {"request_id": "abc", "status": 200, "duration_ms": 1.5}
+    made = _request_line(args, fields)
+    expected = logger.makeRecord(
+        logger.name, logging.INFO, observability.__file__, 0, "%s %s %s", args, None, extra=fields
+    )
+
+    times = ("created", "msecs", "relativeCreated")
+    assert type(made) is logging.LogRecord
+    # The same attributes in the same order, so the formatter finds the same extra fields.
+    assert list(vars(made)) == list(vars(expected))
+    assert {k: v for k, v in vars(made).items() if k not in times} == {
+        k: v for k, v in vars(expected).items() if k not in times
+    }
+    assert abs(made.created - expected.created) < 1
+    assert abs(made.relativeCreated - expected.relativeCreated) < 1000
+    assert json.loads(JsonFormatter().format(made))["message"] == "GET /users 200"
+
+
+def test_the_request_line_comes_from_the_apps_own_record_factory() -> None:
+    class Traced(logging.LogRecord):
+        pass
+
+    original = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(Traced)
+    try:
+        made = _request_line(("GET", "/", 200), {"status": 200})
+    finally:
+        logging.setLogRecordFactory(original)
+
+    assert type(made) is Traced
+    assert made.getMessage() == "GET / 200"
+    assert made.__dict__["status"] == 200
 
 
 async def test_debug_mode_logs_how_many_statements_a_request_ran(
