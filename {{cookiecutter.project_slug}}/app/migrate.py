@@ -278,6 +278,11 @@ def _describe(engine: AsyncEngine, database: str) -> str:
 
 async def main(argv: list[str]) -> int:
     """The command line; returns the exit status."""
+    known = databases()
+    if not known:
+        # Otherwise every action would run on no database at all, and exit 0.
+        print(f"error: {_no_databases()}", file=sys.stderr)
+        return 1
     parser = argparse.ArgumentParser(prog="python -m app.migrate", description=__doc__)
     parser.add_argument(
         "action",
@@ -290,14 +295,16 @@ async def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--database",
-        choices=databases(),
+        choices=known,
         help="default: every database, except for downgrade, which defaults to main",
     )
     args = parser.parse_args(argv)
     if args.database:
         chosen = [args.database]
+    elif args.action == "downgrade":
+        chosen = [MAIN]
     else:
-        chosen = [MAIN] if args.action == "downgrade" else databases()
+        chosen = known
     failed = False
     for database in chosen:
         config = alembic_config(database)
@@ -324,6 +331,18 @@ async def main(argv: list[str]) -> int:
         finally:
             await engine.dispose()
     return 1 if failed else 0
+
+
+def _no_databases() -> str:
+    if not ALEMBIC_INI.is_file():
+        return (
+            f"{ALEMBIC_INI} is missing, so no database has migrations to run; "
+            "restore it from the template or from version control."
+        )
+    return (
+        f"{ALEMBIC_INI} names no database: none of its sections has a script_location; "
+        "restore its [alembic] section from the template or from version control."
+    )
 
 
 async def _unreachable(engine: AsyncEngine, config: Config, label: str) -> str | None:

@@ -217,3 +217,36 @@ async def _let_aiosqlite_threads_finish() -> None:
     for thread in threading.enumerate():
         if thread.name.endswith("(_connection_worker_thread)"):
             await asyncio.to_thread(thread.join, 5)
+
+
+@pytest.mark.parametrize("action", ["upgrade", "current", "sync", "verify"])
+async def test_the_command_line_refuses_a_project_without_alembic_ini(
+    action: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "alembic.ini"
+    monkeypatch.setattr("app.migrate.ALEMBIC_INI", missing)
+
+    assert await migrate_cli([action]) == 1
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"error: {missing} is missing, so no database has migrations to run; "
+        "restore it from the template or from version control.\n"
+    )
+
+
+async def test_the_command_line_refuses_an_alembic_ini_that_names_no_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emptied = tmp_path / "alembic.ini"
+    emptied.write_text("[loggers]\nkeys = root\n")
+    monkeypatch.setattr("app.migrate.ALEMBIC_INI", emptied)
+
+    assert await migrate_cli(["upgrade"]) == 1
+
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"error: {emptied} names no database: none of its sections has a script_location; "
+        "restore its [alembic] section from the template or from version control."
+    ]
