@@ -39,6 +39,10 @@ from .profile import py_spy, recording, render_profile, summarize
 from .report import Results, Round, Scale, render
 from .server import UVICORN_OPTIONS, Server, ServerError, request, running, set_up
 
+# The scale benchmark's endpoints, in the order they are measured: those whose cost could
+# grow with the table.
+SCALE_ENDPOINTS = ("read", "fast-read", "list")
+
 RESULTS = BENCHMARKS / "results"
 PROFILES = RESULTS / "profiles"
 # Rounds, warm-up seconds and measured seconds per endpoint. Each route has been
@@ -252,49 +256,58 @@ def _round(
 def _scale(
     project: Path, dsn: str, arguments: argparse.Namespace, cores: tuple[int, int], url: str
 ) -> Scale:
-    """The service's list and reads on a users table grown through `SCALE_USERS`.
+    """The service's list and reads on users tables of each size in `SCALE_USERS`.
 
-    The table grows between sizes (only the new users are inserted), and each size gets
-    a freshly started server, so no plan or cache from a smaller table carries over.
+    Each size has a database and a freshly started server of its own, and the sizes are
+    measured in the same seconds, in slices that take turns as the rounds' do, so that a
+    slow spell of the machine falls on every size, not on whichever was running then.
     """
     server_cpu, wrk_cpu = cores
     samples: dict[int, dict[str, Sample]] = {}
     failures: dict[str, str] = {}
-    service = scale_service(project, dsn, users=SCALE_USERS[0])
-    _log(f"scale: recreating and migrating {database.name(dsn)}")
-    try:
-        database.run(dsn, recreate=True)
-        set_up(service, database_url=url)
-    except (ServerError, OSError, asyncpg.PostgresError) as error:
-        failures["setup"] = str(error)
-        return Scale(samples, failures)
-    seeded = 0
+    services: list[tuple[int, Contestant]] = []
     for users in SCALE_USERS:
-        _log(f"scale: {users:,} users")
-        database.run(dsn, [database.add_users(seeded + 1, users), "VACUUM ANALYZE users"])
-        seeded = users
-        service = scale_service(project, dsn, users=users)
-        measured = samples.setdefault(users, {})
+        sized = database.with_database(dsn, f"{database.name(dsn)}_{users}")
+        service = scale_service(project, sized, users=users)
+        _log(f"scale: recreating, migrating and seeding {database.name(sized)}")
         try:
-            with running(service, cpu=server_cpu, database_url=url) as server:
-                for endpoint, route in service.routes.items():
-                    if endpoint == "no-db":
-                        continue
-                    try:
-                        request(server.port, route)
-                    except (ServerError, OSError, http.client.HTTPException) as error:
-                        failures[f"{users:,} users, {endpoint}"] = str(error)
-                        continue
-                    warm_up(server, route, seconds=arguments.warmup, cpu=wrk_cpu)
-                    parts = [
-                        load_slice(server, route, seconds=SLICE_SECONDS, cpu=wrk_cpu)
-                        for _ in range(arguments.seconds // SLICE_SECONDS)
-                    ]
-                    measured[endpoint] = sample = combine(parts)
-                    _log(f"scale {users:>9,} {endpoint:9} {sample.rps:7,.0f} req/s  "
-                         f"p50 {sample.p50_ms:6.1f} ms")  # fmt: skip
-        except (ServerError, OSError) as error:
+            database.run(sized, recreate=True)
+            set_up(service, database_url=url)
+            database.run(sized, [database.add_users(1, users), "VACUUM ANALYZE users"])
+        except (ServerError, OSError, asyncpg.PostgresError) as error:
             failures[f"{users:,} users"] = str(error)
+            continue
+        services.append((users, service))
+    with contextlib.ExitStack() as stack:
+        serving: list[tuple[int, Contestant, Server]] = []
+        for users, service in services:
+            try:
+                server = stack.enter_context(running(service, cpu=server_cpu, database_url=url))
+            except (ServerError, OSError) as error:
+                failures[f"{users:,} users"] = str(error)
+                continue
+            serving.append((users, service, server))
+        for endpoint in SCALE_ENDPOINTS:
+            checked: list[tuple[int, Server, Route]] = []
+            for users, service, server in serving:
+                route = service.routes[endpoint]
+                try:
+                    request(server.port, route)
+                except (ServerError, OSError, http.client.HTTPException) as error:
+                    failures[f"{users:,} users, {endpoint}"] = str(error)
+                    continue
+                warm_up(server, route, seconds=arguments.warmup, cpu=wrk_cpu)
+                checked.append((users, server, route))
+            parts: dict[int, list[Slice]] = {users: [] for users, _, _ in checked}
+            for turn in range(arguments.seconds // SLICE_SECONDS):
+                for users, server, route in checked[:: 1 if turn % 2 == 0 else -1]:
+                    parts[users].append(
+                        load_slice(server, route, seconds=SLICE_SECONDS, cpu=wrk_cpu)
+                    )
+            for users, _, _ in checked:
+                samples.setdefault(users, {})[endpoint] = sample = combine(parts[users])
+                _log(f"scale {users:>9,} {endpoint:9} {sample.rps:7,.0f} req/s  "
+                     f"p50 {sample.p50_ms:6.1f} ms")  # fmt: skip
     return Scale(samples, failures)
 
 
