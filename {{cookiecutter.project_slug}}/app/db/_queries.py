@@ -3,7 +3,18 @@
 from collections.abc import Mapping, Sequence
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import ColumnElement, FromClause, Select, Table, and_, func, or_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, Mapper
@@ -18,6 +29,10 @@ T = TypeVar("T")
 # re-read (deleted, or hidden by the soft-delete filter). Past this many tries the
 # conflict is real and is raised.
 _ATTEMPTS = 3
+
+# Each model's lookup by primary key, built on first use: a statement made once is
+# compiled once, where one built per call costs its construction and cache key each time.
+_BY_PRIMARY_KEY: dict[type, Select[Any]] = {}
 
 
 class QueryMixin:
@@ -51,8 +66,13 @@ class QueryMixin:
             )
         # A query rather than session.get(), so that a row soft-deleted in this very
         # session is not handed back from the identity map.
-        criteria = [column == value for column, value in zip(columns, values, strict=True)]
-        return (await session.execute(select(cls).where(*criteria))).scalar_one_or_none()
+        statement = _BY_PRIMARY_KEY.get(cls)
+        if statement is None:
+            keys = [column == bindparam(f"pk_{n}") for n, column in enumerate(columns)]
+            statement = _BY_PRIMARY_KEY[cls] = select(cls).where(*keys)
+        parameters = {f"pk_{n}": value for n, value in enumerate(values)}
+        found: Self | None = (await session.execute(statement, parameters)).scalar_one_or_none()
+        return found
 
     @classmethod
     async def get_one(cls, session: AsyncSession | None = None, /, **filters: Any) -> Self:
