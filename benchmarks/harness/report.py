@@ -401,9 +401,10 @@ def render(results: Results) -> str:
         [
             "## Scale: the service's reads and list as the users table grows",
             "",
-            "One server per size, on one core with wrk on the other, the table grown with "
-            "`INSERT ... SELECT ... FROM generate_series` and `VACUUM ANALYZE` between sizes. "
-            "Cost is time per request at full load, relative to the smallest table.",
+            "One database and one server per size, seeded with `INSERT ... SELECT ... FROM "
+            "generate_series` and `VACUUM ANALYZE`; the servers share one core, wrk has the "
+            "other, and the slices take turns between the sizes, as in the rounds. Cost is "
+            "time per request at full load, relative to the smallest table.",
             "",
             *scale_table(results.scale),
             "",
