@@ -216,10 +216,9 @@ async def test_a_replica_too_far_behind_is_not_used_until_it_catches_up(
         await admin.dispose()
 
 
-async def test_a_read_on_a_killed_replica_connection_is_retried_on_the_primary(
+async def test_a_replica_connection_killed_in_the_pool_is_replaced_at_checkout(
     primary: AsyncEngine, replica_url: str
 ) -> None:
-    # Without pre-ping the pool lends the dead connection, so the read itself fails.
     replica = Replica(replica_url, engine_args={"pool_size": 1, "max_overflow": 0})
     admin = Replica(replica_url)
     sessions = create_session_factory(primary, replica=replica)
@@ -230,6 +229,28 @@ async def test_a_read_on_a_killed_replica_connection_is_retried_on_the_primary(
         async with admin.engine.connect() as connection:
             await terminate_backend(connection, pid)
         async with sessions() as session:
+            # The pool saw the connection close and lends a new one: still the replica.
+            assert await on_replica(session)
+            assert (await session.execute(select(func.pg_backend_pid()))).scalar_one() != pid
+        assert replica.state == "ok"
+    finally:
+        await replica.dispose()
+        await admin.dispose()
+
+
+async def test_a_read_on_a_killed_replica_connection_is_retried_on_the_primary(
+    primary: AsyncEngine, replica_url: str
+) -> None:
+    # Killed while the session holds it, the connection fails the read itself.
+    replica = Replica(replica_url, engine_args={"pool_size": 1, "max_overflow": 0})
+    admin = Replica(replica_url)
+    sessions = create_session_factory(primary, replica=replica)
+    try:
+        assert await replica.check() == "ok"
+        async with sessions() as session:
+            pid = (await session.execute(select(func.pg_backend_pid()))).scalar_one()
+            async with admin.engine.connect() as connection:
+                await terminate_backend(connection, pid)
             assert not await on_replica(session)  # answered by the primary, not an error
             assert replica.state.startswith("down")
             await session.commit()  # the broken replica connection does not fail it
