@@ -209,7 +209,7 @@ def test_dockerfile_builds_from_the_lock_and_runs_the_server_unprivileged(projec
     assert len(stages) == 2
     assert len(syncs) == 2
     assert all("--locked" in line and "--no-dev" in line for line in syncs)
-    assert all("--mount=type=cache,target=/root/.cache/uv" in line for line in syncs)
+    assert all("--mount=type=cache,target=/cache/uv" in line for line in syncs)
     assert user.split()[1].split(":")[0] not in {"root", "0"}
     assert "/health/live" in healthcheck
     assert command[:2] == ["python", "-m"]

@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -216,14 +217,26 @@ async def test_a_replica_too_far_behind_is_not_used_until_it_catches_up(
         await admin.dispose()
 
 
+@asynccontextmanager
+async def _one_connection_replica(
+    primary: AsyncEngine, replica_url: str
+) -> AsyncIterator[tuple[Replica, Replica, async_sessionmaker[AsyncSession]]]:
+    """A replica whose pool holds one connection, an admin replica to kill it from, and
+    sessions that route to the first."""
+    replica = Replica(replica_url, engine_args={"pool_size": 1, "max_overflow": 0})
+    admin = Replica(replica_url)
+    try:
+        assert await replica.check() == "ok"
+        yield replica, admin, create_session_factory(primary, replica=replica)
+    finally:
+        await replica.dispose()
+        await admin.dispose()
+
+
 async def test_a_replica_connection_killed_in_the_pool_is_replaced_at_checkout(
     primary: AsyncEngine, replica_url: str
 ) -> None:
-    replica = Replica(replica_url, engine_args={"pool_size": 1, "max_overflow": 0})
-    admin = Replica(replica_url)
-    sessions = create_session_factory(primary, replica=replica)
-    try:
-        assert await replica.check() == "ok"
+    async with _one_connection_replica(primary, replica_url) as (replica, admin, sessions):
         async with sessions() as session:
             pid = (await session.execute(select(func.pg_backend_pid()))).scalar_one()
         async with admin.engine.connect() as connection:
@@ -233,20 +246,13 @@ async def test_a_replica_connection_killed_in_the_pool_is_replaced_at_checkout(
             assert await on_replica(session)
             assert (await session.execute(select(func.pg_backend_pid()))).scalar_one() != pid
         assert replica.state == "ok"
-    finally:
-        await replica.dispose()
-        await admin.dispose()
 
 
 async def test_a_read_on_a_killed_replica_connection_is_retried_on_the_primary(
     primary: AsyncEngine, replica_url: str
 ) -> None:
     # Killed while the session holds it, the connection fails the read itself.
-    replica = Replica(replica_url, engine_args={"pool_size": 1, "max_overflow": 0})
-    admin = Replica(replica_url)
-    sessions = create_session_factory(primary, replica=replica)
-    try:
-        assert await replica.check() == "ok"
+    async with _one_connection_replica(primary, replica_url) as (replica, admin, sessions):
         async with sessions() as session:
             pid = (await session.execute(select(func.pg_backend_pid()))).scalar_one()
             async with admin.engine.connect() as connection:
@@ -255,9 +261,6 @@ async def test_a_read_on_a_killed_replica_connection_is_retried_on_the_primary(
             assert replica.state.startswith("down")
             await session.commit()  # the broken replica connection does not fail it
         assert await replica.check() == "ok"
-    finally:
-        await replica.dispose()
-        await admin.dispose()
 
 
 async def test_a_replica_that_refuses_connections_costs_no_read(
