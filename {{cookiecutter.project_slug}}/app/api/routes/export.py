@@ -11,10 +11,12 @@ being written. It is not a snapshot: a note changed during the export shows the 
 had when its batch was read, and the authors deleted when it started are the ones whose
 notes it leaves out.
 
-Rows are read with Core statements and written with a precomputed line template, and the
-deleted authors' notes are skipped by id in Python rather than by a join, which would
-cost an index lookup per note: together that is about ten times the rows per second of
-ORM rows, a join and json.dumps() per row.
+On PostgreSQL the server writes each batch's lines and sends them as one value: a
+batch costs the app one row instead of five thousand, and the export streams about
+three times the rows per second of reading rows and writing them here. On the other
+databases rows are read with Core statements and written with a precomputed line
+template. Either way the deleted authors' notes are left out by their ids, known at
+the start, rather than by a join, which would cost an index lookup per note.
 
 `ClosingStreamingResponse` bounds what a client can hold of the server. Starlette's own
 StreamingResponse reacts to a disconnect by cancelling the task that runs the generator,
@@ -40,7 +42,7 @@ import anyio
 import sqlalchemy.exc
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Select, Text, bindparam, func, literal_column, select
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
@@ -110,7 +112,7 @@ class ClosingStreamingResponse(StreamingResponse):
 
     def __init__(
         self,
-        content: AsyncIterator[str],
+        content: AsyncIterator[str | bytes],
         *,
         send_timeout: float,
         media_type: str | None = None,
@@ -186,13 +188,9 @@ async def export_notes(
 
     Answers 503 with Retry-After when no database connection is to be had.
     """
-    encode: Callable[[Batch], str]
-    if export_format is ExportFormat.csv:
-        encode, header, media_type = _csv_lines, _csv_lines([FIELDS]), "text/csv"
-    else:
-        encode, header, media_type = _ndjson_lines, "", "application/x-ndjson"
+    header, media_type = _HEADERS[export_format]
     try:
-        plan, first = await _first_batch()
+        plan, first = await _first_batch(export_format)
     except CapacityError:
         raise  # the pool stayed full: app.errors answers 503 with Retry-After
     except _UNREACHABLE as exc:
@@ -203,7 +201,7 @@ async def export_notes(
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from exc
     return ClosingStreamingResponse(
-        _export(plan, first, encode, header=header),
+        _export(plan, first, header=header),
         send_timeout=settings.export_send_timeout,
         media_type=media_type,
         headers={"Content-Disposition": f'attachment; filename="notes.{export_format}"'},
@@ -211,56 +209,100 @@ async def export_notes(
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """What every batch of one export reads: notes up to `last_id`, by `statement`,
-    leaving out the notes by `deleted_authors`."""
+class _Chunk:
+    """One batch, written: `rows` notes read (the last with the id `last_id`) and their lines."""
 
+    rows: int
     last_id: int
-    statement: Select[Any]
-    deleted_authors: frozenset[uuid.UUID]
+    lines: str | bytes
 
 
-async def _first_batch() -> tuple[_Plan, Batch]:
+class _Plan:
+    """What every batch of one export reads: notes up to `last_id`, in `export_format`.
+
+    On PostgreSQL the server writes the lines of a batch and returns them as one value;
+    elsewhere the batch's rows are read and written here."""
+
+    def __init__(
+        self,
+        last_id: int,
+        export_format: ExportFormat,
+        deleted_authors: frozenset[uuid.UUID] | None,
+        *,
+        on_postgresql: bool,
+    ) -> None:
+        self.last_id = last_id
+        self._encode = _WRITERS[export_format]
+        self._escapes_line_ends = on_postgresql and export_format is ExportFormat.ndjson
+        # None: too many deleted authors to keep; every batch joins the author instead.
+        batch = _BATCH if deleted_authors is not None else _BATCH_OF_LIVE_AUTHORS
+        self._deleted = deleted_authors or frozenset()
+        self._server_written: Select[Any] | None = None
+        if on_postgresql:
+            if self._deleted:
+                batch = batch.where(_notes.user_id.not_in(self._deleted))
+                self._deleted = frozenset()
+            self._server_written = _written_by_postgresql(batch, export_format)
+        self._batch = batch
+
+    async def read(self, after: int) -> Batch | _Chunk:
+        """The next `BATCH_SIZE` live notes after the id `after`, in the current unit of work."""
+        parameters = {"after": after, "up_to": self.last_id}
+        if self._server_written is not None:
+            rows, last_id, lines = (
+                await db.session.execute(self._server_written, parameters)
+            ).one()
+            if lines and self._escapes_line_ends:
+                lines = _escape_line_ends(lines)
+            return _Chunk(rows, last_id or after, lines or b"")
+        batch: Batch = (await db.session.execute(self._batch, parameters)).all()
+        return batch
+
+    def written(self, read: Batch | _Chunk) -> _Chunk:
+        """What `read()` returned, as lines; called once the connection has gone back."""
+        if isinstance(read, _Chunk):
+            return read
+        if not read:
+            return _Chunk(0, 0, "")
+        deleted = self._deleted
+        live = [row for row in read if row[1] not in deleted] if deleted else read
+        return _Chunk(len(read), read[-1][0], self._encode(live))
+
+
+async def _first_batch(export_format: ExportFormat) -> tuple[_Plan, _Chunk]:
     """The plan of the export, which ends at the newest note, and its first batch."""
     async with db():
         last_id = await db.session.scalar(select(func.max(Note.id)))
         deleted = frozenset((await db.session.execute(_DELETED_AUTHORS)).scalars())
-        if len(deleted) > MAX_DELETED_AUTHORS:
-            plan = _Plan(last_id or 0, _BATCH_OF_LIVE_AUTHORS, frozenset())
-        else:
-            plan = _Plan(last_id or 0, _BATCH, deleted)
-        if last_id is None:
-            return plan, []
-        return plan, await _read_batch(plan, after=0)
+        plan = _Plan(
+            last_id or 0,
+            export_format,
+            deleted if len(deleted) <= MAX_DELETED_AUTHORS else None,
+            on_postgresql=db.session.get_bind().dialect.name == "postgresql",
+        )
+        first = await plan.read(after=0) if last_id is not None else []
+    return plan, plan.written(first)
 
 
-async def _next_batch(plan: _Plan, after: int) -> Batch:
+async def _next_batch(plan: _Plan, after: int) -> _Chunk:
     # A unit of work of its own: the connection goes back to the pool before the
-    # rows are sent, so a slow client costs no connection and no transaction.
+    # rows are written and sent, so a slow client costs no connection and no transaction.
     async with db():
-        return await _read_batch(plan, after=after)
+        read = await plan.read(after)
+    return plan.written(read)
 
 
-async def _read_batch(plan: _Plan, *, after: int) -> Batch:
-    """The next `BATCH_SIZE` live notes after the id `after`, in the current unit of work."""
-    parameters = {"after": after, "up_to": plan.last_id}
-    rows: Batch = (await db.session.execute(plan.statement, parameters)).all()
-    return rows
-
-
-async def _export(
-    plan: _Plan, first: Batch, encode: Callable[[Batch], str], *, header: str
-) -> AsyncIterator[str]:
+async def _export(plan: _Plan, first: _Chunk, *, header: str) -> AsyncIterator[str | bytes]:
     if header:
         yield header
-    rows = first
-    while rows:
-        deleted = plan.deleted_authors
-        yield encode([row for row in rows if row[1] not in deleted] if deleted else rows)
+    chunk = first
+    while chunk.rows:
+        if chunk.lines:
+            yield chunk.lines
         # A short batch is the last one; a full one may be followed by more.
-        if len(rows) < BATCH_SIZE:
+        if chunk.rows < BATCH_SIZE:
             return
-        rows = await _next_batch(plan, after=rows[-1][0])
+        chunk = await _next_batch(plan, after=chunk.last_id)
 
 
 # The line json.dumps() writes for a row, as a template: only the two free-text columns
@@ -286,3 +328,64 @@ def _csv_lines(rows: Batch) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
+
+
+_WRITERS: dict[ExportFormat, Callable[[Batch], str]] = {
+    ExportFormat.ndjson: _ndjson_lines,
+    ExportFormat.csv: _csv_lines,
+}
+_HEADERS = {
+    ExportFormat.ndjson: ("", "application/x-ndjson"),
+    ExportFormat.csv: (_csv_lines([FIELDS]), "text/csv"),
+}
+
+# The same lines, written by PostgreSQL. to_json() escapes the free text as JSON and
+# writes timestamps in ISO 8601. It leaves non-ASCII characters as they are, where
+# json.dumps() writes \u escapes, and trims trailing zeros from the fraction of a second:
+# the same values, spelled differently. CSV quotes the free text always, doubling its
+# quotes, and writes timestamps as the Python path does, in UTC.
+_POSTGRESQL_LINES = {
+    ExportFormat.ndjson: """concat(
+        '{"id": ', notes.id, ', "user_id": "', notes.user_id,
+        '", "title": ', to_json(notes.title), ', "body": ', to_json(notes.body),
+        ', "created_at": ', to_json(notes.created_at),
+        ', "updated_at": ', to_json(notes.updated_at), E'}\\n')""",
+    ExportFormat.csv: """concat(
+        notes.id, ',', notes.user_id,
+        ',"', replace(notes.title, '"', '""'), '","', replace(notes.body, '"', '""'), '",',
+        to_char(notes.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US"+00:00"'), ',',
+        to_char(notes.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US"+00:00"'),
+        E'\\n')""",
+}
+# Three characters that JSON allows in a string and that str.splitlines() and httpx's
+# iter_lines() take for line ends. json.dumps() escapes them, to_json() does not, so the
+# export escapes them in PostgreSQL's lines. Their UTF-8 bytes cannot be part of any
+# other character, and a search for them costs a fraction of one for each line.
+_LINE_ENDS = {
+    "\u2028".encode(): b"\\u2028",
+    "\u2029".encode(): b"\\u2029",
+    "\u0085".encode(): b"\\u0085",
+}
+
+
+def _escape_line_ends(lines: bytes) -> bytes:
+    for raw, escaped in _LINE_ENDS.items():
+        if raw in lines:
+            lines = lines.replace(raw, escaped)
+    return lines
+
+
+def _written_by_postgresql(batch: Select[Any], export_format: ExportFormat) -> Select[Any]:
+    """`batch` as one row: how many notes it read, the last one's id, and their lines,
+    in the batch's order, as UTF-8 bytes.
+
+    One value per batch is what makes this fast: rows of lines would cost the driver a
+    record per note. string_agg() takes the lines in the order the subquery returns them,
+    which PostgreSQL's documentation gives as the way to order an aggregate's input
+    without sorting it a second time."""
+    line = literal_column(_POSTGRESQL_LINES[export_format], Text()).label("line")
+    rows = batch.with_only_columns(_notes.id, line).subquery()
+    lines = func.string_agg(rows.c.line, literal_column("''"))
+    return select(
+        func.count(), func.max(rows.c.id), func.convert_to(lines, literal_column("'UTF8'"))
+    ).execution_options(**INCLUDE_DELETED)
