@@ -13,7 +13,7 @@ notes it leaves out.
 
 On PostgreSQL the server writes each batch's lines and sends them as one value: a
 batch costs the app one row instead of five thousand, and the export streams about
-three times the rows per second of reading rows and writing them here. On the other
+more than twice the rows per second of reading rows and writing them here. On the other
 databases rows are read with Core statements and written with a precomputed line
 template. Either way the deleted authors' notes are left out by their ids, known at
 the start, rather than by a join, which would cost an index lookup per note.
