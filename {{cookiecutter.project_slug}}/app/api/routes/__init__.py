@@ -11,6 +11,9 @@ __all__ = ["routers"]
 def routers() -> list[APIRouter]:
     """The `router` of every module here, in module-name order.
 
+    Declare it with `app.api.routing.APIRouter` and a prefix of its own: requests for
+    the other routers then pass it by without trying its routes.
+
     Adding a module adds its routes; deleting one (as the template does for the parts
     you did not ask for) removes them, with no list to keep in step.
     """

@@ -40,13 +40,14 @@ from typing import Annotated, Any
 
 import anyio
 import sqlalchemy.exc
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import HTTPException, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Select, Text, bindparam, func, literal_column, select
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from app.api.deps import SettingsDep
+from app.api.routing import APIRouter
 from app.db import INCLUDE_DELETED, CapacityError, db
 from app.errors import RETRY_AFTER_SECONDS
 from app.models.note import Note

@@ -14,9 +14,10 @@ Use it for reads that are hot and simple; keep the ORM for everything that chang
 
 import uuid
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from sqlalchemy import bindparam, select
 
+from app.api.routing import APIRouter
 from app.db import INCLUDE_DELETED, db
 from app.errors import NotFoundError
 from app.models.user import User
