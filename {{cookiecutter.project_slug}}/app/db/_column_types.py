@@ -47,6 +47,13 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value
         return value.replace(tzinfo=None)
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        # asyncpg returns every timestamptz aware and in UTC already: the column's own
+        # type processes it alone, without a call below for each timestamp of each row.
+        if dialect.driver == "asyncpg":
+            return self.load_dialect_impl(dialect).result_processor(dialect, coltype)
+        return super().result_processor(dialect, coltype)
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None

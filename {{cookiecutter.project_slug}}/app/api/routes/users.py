@@ -11,6 +11,7 @@ import uuid
 from fastapi import Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import defer
 
 from app.api.deps import PageDep
 from app.api.routing import APIRouter
@@ -54,7 +55,8 @@ async def list_users(page: PageDep) -> Page[UserRead]:
     """Users by creation time, oldest first, a page at a time; `?count=` adds a total."""
     return await read_page(
         db.session,
-        select(User),
+        # UserRead shows no preferences: the page leaves them unread, and undecoded.
+        select(User).options(defer(User.preferences, raiseload=True)),
         page,
         read_as=UserRead,
         key=LIST_KEY,
