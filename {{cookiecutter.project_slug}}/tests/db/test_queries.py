@@ -270,6 +270,27 @@ async def test_fetch_keyset_page_walks_a_key_with_ties_either_way_without_repeat
             assert [m.score for m in seen] == [m.score for m in expected]
 
 
+async def test_fetch_keyset_page_of_columns_gives_rows_and_the_next_key(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    async with scratch_sessions() as session:
+        session.add_all([Member(handle=f"{handle}-{n}", team=handle, score=n) for n in range(3)])
+        await session.commit()
+        query = select(Member.handle, Member.score, Member.id).where(Member.team == handle)
+
+        first, after = await fetch_keyset_page(
+            session, query, key=(Member.score, Member.id), limit=2
+        )
+        rest, end = await fetch_keyset_page(
+            session, query, key=(Member.score, Member.id), limit=2, after=after
+        )
+
+    assert [tuple(row[:2]) for row in first] == [(f"{handle}-0", 0), (f"{handle}-1", 1)]
+    assert after == (1, first[1].id)
+    assert [row.handle for row in rest] == [f"{handle}-2"]
+    assert end is None
+
+
 async def test_fetch_keyset_page_wants_one_value_per_key_column(
     scratch_sessions: async_sessionmaker[AsyncSession],
 ) -> None:
