@@ -115,6 +115,26 @@ async def test_soft_deleted_rows_are_hidden_unless_asked_for(
         assert len(await loaded.awaitable_attrs.posts) == 2
 
 
+async def test_a_statement_run_again_is_filtered_again_and_asked_for_again(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    # The filtered form of a statement is kept for its next execution: it must hide a
+    # row deleted in between, and still give way to INCLUDE_DELETED on any run.
+    statement = select(Member).filter_by(handle=handle)
+    async with scratch_sessions() as session:
+        member = Member(handle=handle)
+        session.add(member)
+        await session.commit()
+        assert (await session.execute(statement)).scalar_one() is member
+
+        member.soft_delete()
+        await session.commit()
+        assert (await session.execute(statement)).scalar_one_or_none() is None
+        everything = statement.execution_options(**INCLUDE_DELETED)
+        assert (await session.execute(everything)).scalar_one() is member
+        assert (await session.execute(statement)).scalar_one_or_none() is None
+
+
 async def test_a_soft_deleted_row_disappears_in_its_own_session(
     scratch_sessions: async_sessionmaker[AsyncSession], handle: str
 ) -> None:
