@@ -13,9 +13,9 @@ notes it leaves out.
 
 On PostgreSQL the server writes each batch's lines and sends them as one value: a
 batch costs the app one row instead of five thousand, and the export streams about
-more than twice the rows per second of reading rows and writing them here. On the other
-databases rows are read with Core statements and written with a precomputed line
-template. Either way the deleted authors' notes are left out by their ids, known at
+twice the rows per second it did when the app read the rows and wrote the lines. On
+the other databases rows are read with Core statements and written with a
+precomputed line template. Either way the deleted authors' notes are left out by their ids, known at
 the start, rather than by a join, which would cost an index lookup per note.
 
 `ClosingStreamingResponse` bounds what a client can hold of the server. Starlette's own
@@ -344,7 +344,7 @@ _HEADERS = {
 # writes timestamps in ISO 8601. It leaves non-ASCII characters as they are, where
 # json.dumps() writes \u escapes, and trims trailing zeros from the fraction of a second:
 # the same values, spelled differently. CSV quotes the free text always, doubling its
-# quotes, and writes timestamps as the Python path does, in UTC.
+# quotes, and writes timestamps in UTC, in the form the Python path writes.
 _POSTGRESQL_LINES = {
     ExportFormat.ndjson: """concat(
         '{"id": ', notes.id, ', "user_id": "', notes.user_id,
