@@ -15,8 +15,9 @@ On PostgreSQL the server writes each batch's lines and sends them as one value: 
 batch costs the app one row instead of five thousand, and the export streams about
 twice the rows per second it did when the app read the rows and wrote the lines. On
 the other databases rows are read with Core statements and written with a
-precomputed line template. Either way the deleted authors' notes are left out by their ids, known at
-the start, rather than by a join, which would cost an index lookup per note.
+precomputed line template. Either way the deleted authors' notes are left out by
+their ids, known at the start, rather than by a join, which would cost an index
+lookup per note.
 
 `ClosingStreamingResponse` bounds what a client can hold of the server. Starlette's own
 StreamingResponse reacts to a disconnect by cancelling the task that runs the generator,
