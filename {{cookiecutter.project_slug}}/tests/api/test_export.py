@@ -82,7 +82,9 @@ async def test_the_notes_of_a_deleted_user_are_left_out(
 async def test_an_ndjson_line_holds_the_notes_fields_escaped_as_json(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
-    note = await make_note(session, await make_user(session), title='"é\\\t', body="\u2028 ☃\x01")
+    # U+2028, U+2029 and U+0085 are line ends to str.splitlines(): they must be escaped.
+    body = "\u2028 \u2029 \x85 ☃\x01"
+    note = await make_note(session, await make_user(session), title='"é\\\t', body=body)
 
     lines = (await client.get("/export/notes")).text.splitlines()
 
