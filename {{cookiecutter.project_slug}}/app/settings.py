@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     # by the standard OTEL_* variables; needs the project's `tracing` extra.
     otel_enabled: bool = False
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, level: object) -> object:
+        # LOG_LEVEL=warning means what it says; logging itself knows the names in capitals.
+        return level.strip().upper() if isinstance(level, str) else level
+
     @field_validator("otel_enabled")
     @classmethod
     def _tracing_installed(cls, enabled: bool) -> bool:

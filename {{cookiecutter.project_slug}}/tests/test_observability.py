@@ -10,6 +10,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 from sqlalchemy import text
 from starlette.types import Message
 
@@ -17,7 +18,7 @@ from app import observability
 from app.db import db
 from app.main import create_app
 from app.observability import JsonFormatter, _request_line, configure_logging, logger
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 from tests.asgi import http_scope
 from tests.conftest import serve
 
@@ -293,3 +294,17 @@ async def test_a_disconnect_after_the_response_is_not_a_499(
 
     [line] = request_lines(caplog)
     assert vars(line)["status"] == 200
+
+
+@pytest.mark.parametrize("given", ["warning", "Warning", " WARNING "])
+def test_the_log_level_is_read_whatever_its_case(settings: Settings, given: str) -> None:
+    assert Settings(**{**settings.model_dump(), "log_level": given}).log_level == "WARNING"
+
+
+def test_an_unknown_log_level_is_refused_with_the_choices(settings: Settings) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(**{**settings.model_dump(), "log_level": "verbose"})
+
+    message = str(SettingsError.from_validation_error(raised.value))
+    assert "LOG_LEVEL" in message
+    assert "'DEBUG', 'INFO', 'WARNING' or 'ERROR'" in message
