@@ -1,8 +1,10 @@
 """Request ids, JSON log lines, the masked database URL, per-request SQL counts, and 499s."""
 
 import asyncio
+import io
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -17,7 +19,13 @@ from starlette.types import Message
 from app import observability
 from app.db import db
 from app.main import create_app
-from app.observability import JsonFormatter, _request_line, configure_logging, logger
+from app.observability import (
+    BatchingStreamHandler,
+    JsonFormatter,
+    _request_line,
+    configure_logging,
+    logger,
+)
 from app.settings import Settings, SettingsError
 from tests.asgi import http_scope
 from tests.conftest import serve
@@ -101,6 +109,105 @@ def test_a_line_holds_the_extra_fields_and_those_a_filter_adds() -> None:
     # The time is formatted once per second, and moves with the seconds.
     assert times[0] == times[1] != times[2]
     assert times[0].startswith(("2025-11-30T", "2025-12-01T"))  # in the machine's zone
+
+
+class _Writes(io.StringIO):
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def _batching(stream: io.StringIO) -> BatchingStreamHandler:
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def _line(message: str) -> logging.LogRecord:
+    return logging.makeLogRecord({"msg": message})
+
+
+def _log_in_the_last_turn_of_a_loop(handler: logging.Handler, message: str) -> None:
+    """Log on a loop in another thread that stops at once: its scheduled write never runs."""
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        loop.call_soon(handler.handle, _line(message))
+        loop.call_soon(loop.stop)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+
+
+async def test_the_lines_of_one_loop_turn_go_out_in_one_write() -> None:
+    stream = _Writes()
+    handler = _batching(stream)
+
+    for n in range(3):
+        handler.handle(_line(f"line {n}"))
+    waiting = list(stream.writes)
+    await asyncio.sleep(0)  # the loop's next turn
+    handler.handle(_line("line 3"))
+    await asyncio.sleep(0)
+
+    assert waiting == []
+    assert stream.writes == ["line 0\nline 1\nline 2\n", "line 3\n"]
+
+
+def test_a_line_logged_off_the_loop_goes_out_at_once_after_those_waiting() -> None:
+    stream = _Writes()
+    handler = _batching(stream)
+    _log_in_the_last_turn_of_a_loop(handler, "in the last turn")
+    waiting = list(stream.writes)
+
+    thread = threading.Thread(target=handler.handle, args=(_line("from a thread"),))
+    thread.start()
+    thread.join()
+
+    assert waiting == []
+    assert stream.writes == ["in the last turn\nfrom a thread\n"]
+
+
+async def test_a_new_loop_writes_what_it_logs_though_a_closed_one_left_lines() -> None:
+    stream = _Writes()
+    handler = _batching(stream)
+    _log_in_the_last_turn_of_a_loop(handler, "left by a closed loop")
+
+    handler.handle(_line("on this loop"))
+    await asyncio.sleep(0)
+
+    assert stream.writes == ["left by a closed loop\non this loop\n"]
+
+
+async def test_flushing_writes_the_lines_still_waiting() -> None:
+    # What logging.shutdown() does at exit.
+    stream = _Writes()
+    handler = _batching(stream)
+
+    handler.handle(_line("last words"))
+    handler.flush()
+
+    assert stream.writes == ["last words\n"]
+
+
+def test_the_app_logs_through_the_batching_handler() -> None:
+    configure_logging("INFO")
+    configure_logging("INFO")  # again: still one handler
+
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h.formatter, JsonFormatter)]
+
+    assert [type(handler) for handler in handlers] == [BatchingStreamHandler]
 
 
 def test_the_request_line_is_the_record_logger_info_would_make() -> None:
