@@ -2,10 +2,13 @@
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Self, TypeVar
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     FromClause,
+    Integer,
     Select,
     Table,
     and_,
@@ -146,18 +149,54 @@ async def fetch_keyset_page(
     (`select(User.id, User.email, User.created_at)`), and the page holds rows, which cost
     far less to load than objects where nothing is changed.
     """
-    if after is not None:
-        if len(after) != len(key):
-            raise TypeError(f"after= needs {len(key)} value(s), one per key column.")
-        query = query.where(_beyond(key, after, descending=descending))
-    order = [column.desc() if descending else column.asc() for column in key]
+    if after is not None and len(after) != len(key):
+        raise TypeError(f"after= needs {len(key)} value(s), one per key column.")
     # One row more than the page tells whether another page follows, without a count.
-    result = await session.execute(query.order_by(*order).limit(limit + 1))
+    parameters: dict[str, Any] = {_LIMIT.key: limit + 1}
+    if after is not None:
+        parameters.update((_after(n), value) for n, value in enumerate(after))
+    statement = _page_statement(query, key, descending=descending, after=after is not None)
+    result = await session.execute(statement, parameters)
     rows = (result.scalars() if _selects_one_entity(query) else result).all()
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
     return rows[:limit], tuple(getattr(last, column.key) for column in key)
+
+
+# The page statements' limit and cursor values are parameters, bound at execution.
+_LIMIT = bindparam("keyset_limit", type_=Integer)
+# Each query's page statements, one per key, direction and whether a cursor is given.
+# A statement built once keeps its compiled form's cache key and the soft-delete filter's
+# copy of it (app/db/_listeners.py); one built per page has both worked out again.
+_page_statements: WeakKeyDictionary[
+    Select[*tuple[Any, ...]], dict[tuple[Any, ...], Select[*tuple[Any, ...]]]
+] = WeakKeyDictionary()
+
+
+def _page_statement(
+    query: Select[*tuple[Any, ...]],
+    key: Sequence[InstrumentedAttribute[Any]],
+    *,
+    descending: bool,
+    after: bool,
+) -> Select[*tuple[Any, ...]]:
+    """`query` ordered by `key`, limited, and past a cursor when `after` is set."""
+    built = _page_statements.setdefault(query, {})
+    signature = (*key, descending, after)
+    statement = built.get(signature)
+    if statement is None:
+        statement = query
+        if after:
+            values: list[BindParameter[Any]] = [bindparam(_after(n)) for n in range(len(key))]
+            statement = statement.where(_beyond(key, values, descending=descending))
+        order = [column.desc() if descending else column.asc() for column in key]
+        statement = built[signature] = statement.order_by(*order).limit(_LIMIT)
+    return statement
+
+
+def _after(n: int) -> str:
+    return f"keyset_after_{n}"
 
 
 def _selects_one_entity(query: Select[Any]) -> bool:
@@ -166,7 +205,10 @@ def _selects_one_entity(query: Select[Any]) -> bool:
 
 
 def _beyond(
-    key: Sequence[InstrumentedAttribute[Any]], values: Sequence[Any], *, descending: bool
+    key: Sequence[InstrumentedAttribute[Any]],
+    values: Sequence[BindParameter[Any]],
+    *,
+    descending: bool,
 ) -> ColumnElement[bool]:
     """Rows after `values` in the order of `key`: `a >= x AND (a > x OR b > y)`.
 

@@ -3,7 +3,9 @@
 The spelling is sqlalchemy-helpers': the session first, `defaults` and `create_defaults`.
 """
 
+import gc
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +19,7 @@ from app.db import (
     INCLUDE_DELETED,
     MissingSessionError,
     SQLAlchemyMiddleware,
+    _queries,
     count_rows,
     db,
     estimate_rows,
@@ -289,6 +292,34 @@ async def test_fetch_keyset_page_of_columns_gives_rows_and_the_next_key(
     assert after == (1, first[1].id)
     assert [row.handle for row in rest] == [f"{handle}-2"]
     assert end is None
+
+
+async def test_a_querys_page_statements_are_built_once_and_go_with_the_query(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    key = (Member.score, Member.id)
+    async with scratch_sessions() as session:
+        session.add_all([Member(handle=f"{handle}-{n}", team=handle, score=n) for n in range(5)])
+        await session.commit()
+        query = select(Member.score, Member.id).where(Member.team == handle)
+
+        pages: list[list[int]] = []
+        after: tuple[Any, ...] | None = None
+        while True:
+            rows, after = await fetch_keyset_page(session, query, key=key, limit=2, after=after)
+            pages.append([row.score for row in rows])
+            if after is None:
+                break
+        built = dict(_queries._page_statements[query])
+
+    # Three pages, two statements: the first page's, and the one past a cursor.
+    assert pages == [[0, 1], [2, 3], [4]]
+    assert list(built) == [(*key, False, False), (*key, False, True)]
+    # Nothing the cache keeps holds on to the query, so the query's entry goes with it.
+    held = weakref.ref(query)
+    del query, built
+    gc.collect()
+    assert held() is None
 
 
 async def test_fetch_keyset_page_wants_one_value_per_key_column(
