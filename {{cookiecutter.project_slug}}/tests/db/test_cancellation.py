@@ -47,15 +47,30 @@ def _holding_app(make_app: MakeApp, proxy: SessionProxy, started: asyncio.Event)
     return app
 
 
+async def _call_until_started(app: FastAPI, started: asyncio.Event) -> None:
+    """Call `app` under an asyncio deadline that expires once the route holds its
+    transaction: a fixed one could expire during the INSERT on a loaded machine, and a
+    driver cancelled in the middle of a query throws the connection away."""
+
+    async def expire_once_started(deadline: asyncio.Timeout) -> None:
+        await started.wait()
+        deadline.reschedule(asyncio.get_running_loop().time())
+
+    async with asyncio.timeout(None) as deadline:
+        expiring = asyncio.ensure_future(expire_once_started(deadline))
+        try:
+            await call(app)
+        finally:
+            expiring.cancel()  # done already, unless the call failed before the route began
+
+
 async def test_asyncio_timeout_releases_the_connection(
     make_app: MakeApp, proxy: SessionProxy, engine: AsyncEngine
 ) -> None:
     started = asyncio.Event()
     app = _holding_app(make_app, proxy, started)
     with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.3):
-            await call(app)
-    assert started.is_set()
+        await _call_until_started(app, started)
     assert queue_pool(engine).checkedout() == 0
     assert await names(engine) == []
 
