@@ -42,7 +42,14 @@ from ._middleware import SQLAlchemyMiddleware, create_middleware_and_session_pro
 from ._mixins import INCLUDE_DELETED, CreatedAtMixin, SoftDeleteMixin, TimestampMixin, utc_now
 from ._pool import has_free_connection, pool_capacity
 from ._proxy import SessionBlock, SessionProxy, db
-from ._queries import QueryMixin, count_rows, estimate_rows, fetch_keyset_page, fetch_page
+from ._queries import (
+    KeyColumn,
+    QueryMixin,
+    count_rows,
+    estimate_rows,
+    fetch_keyset_page,
+    fetch_page,
+)
 from ._replica import PRIMARY, Replica, use_primary
 from ._urls import to_async_url
 
@@ -63,6 +70,7 @@ __all__ = [
     "CreatedAtMixin",
     "DBSessionMeta",
     "DBSessionType",
+    "KeyColumn",
     "MissingSessionError",
     "PoolTimeoutError",
     "PortableJSON",

@@ -21,12 +21,25 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, Mapper
+from sqlalchemy.sql.elements import KeyedColumnElement
 
 from ._proxy import db
 
-__all__ = ["QueryMixin", "count_rows", "estimate_rows", "fetch_keyset_page", "fetch_page"]
+__all__ = [
+    "KeyColumn",
+    "QueryMixin",
+    "count_rows",
+    "estimate_rows",
+    "fetch_keyset_page",
+    "fetch_page",
+]
 
 T = TypeVar("T")
+
+# A column of a keyset page's key: a model's attribute (`User.id`), or its table's column
+# (`User.__table__.c.id`) for a Core statement, which ORM attributes would turn into an
+# ORM one.
+KeyColumn = InstrumentedAttribute[Any] | KeyedColumnElement[Any]
 
 # A conflict is retried when the row it collided with is gone again by the time it is
 # re-read (deleted, or hidden by the soft-delete filter). Past this many tries the
@@ -133,7 +146,7 @@ async def fetch_keyset_page(
     session: AsyncSession,
     query: Select[*tuple[Any, ...]],
     *,
-    key: Sequence[InstrumentedAttribute[Any]],
+    key: Sequence[KeyColumn],
     limit: int,
     after: Sequence[Any] | None = None,
     descending: bool = False,
@@ -147,7 +160,8 @@ async def fetch_keyset_page(
     ascending, or descending with `descending=True`. It selects one model
     (`select(User)`), and the page holds its objects; or columns, the key's among them
     (`select(User.id, User.email, User.created_at)`), and the page holds rows, which cost
-    far less to load than objects where nothing is changed.
+    far less to load than objects where nothing is changed. A Core statement on the
+    table's columns costs less again; give its key as table columns too.
     """
     if after is not None and len(after) != len(key):
         raise TypeError(f"after= needs {len(key)} value(s), one per key column.")
@@ -176,7 +190,7 @@ _page_statements: WeakKeyDictionary[
 
 def _page_statement(
     query: Select[*tuple[Any, ...]],
-    key: Sequence[InstrumentedAttribute[Any]],
+    key: Sequence[KeyColumn],
     *,
     descending: bool,
     after: bool,
@@ -205,7 +219,7 @@ def _selects_one_entity(query: Select[Any]) -> bool:
 
 
 def _beyond(
-    key: Sequence[InstrumentedAttribute[Any]],
+    key: Sequence[KeyColumn],
     values: Sequence[BindParameter[Any]],
     *,
     descending: bool,

@@ -27,9 +27,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, TypeAdapter
 from sqlalchemy import FromClause, Row, Select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
 
-from app.db import count_rows, estimate_rows, fetch_keyset_page
+from app.db import KeyColumn, count_rows, estimate_rows, fetch_keyset_page
 
 __all__ = [
     "MAX_CURSOR_LENGTH",
@@ -173,7 +172,7 @@ async def read_page(
     params: PageParams,
     *,
     read_as: type[ReadT],
-    key: Sequence[InstrumentedAttribute[Any]],
+    key: Sequence[KeyColumn],
     cursor: Cursor,
     descending: bool = False,
     estimate_from: FromClause | None = None,
