@@ -23,6 +23,7 @@ import sys
 import time
 from contextvars import ContextVar
 from itertools import islice
+from json.encoder import encode_basestring_ascii
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -55,6 +56,7 @@ _NOT_FIELDS = frozenset(_BLANK_RECORD) | {"message", "asctime", "taskName", "col
 _RECORD_ATTRIBUTES = len(_BLANK_RECORD)
 # One encoder for every line: json.dumps(..., default=str) would build a new one each time.
 _ENCODER = json.JSONEncoder(default=str)
+_encode_string = encode_basestring_ascii  # what _ENCODER does with a string
 
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 _statements: ContextVar[list[int] | None] = ContextVar("sql_statements", default=None)
@@ -71,6 +73,14 @@ _REQUEST_LINE = {
     "process": None,
 }
 _LOGGING_STARTED: float = getattr(logging, "_startTime", time.time())  # relativeCreated's zero
+# The request line as JsonFormatter.format() writes it: its fields in that order, the
+# request id of the extra fields in the place of the default one.
+_REQUEST_LINE_JSON = (
+    '{"time": %s, "level": "INFO", "logger": '
+    + _ENCODER.encode(logger.name)
+    + ', "message": %s, "request_id": %s, "method": %s, "path": %s, "status": %d, '
+    '"duration_ms": %r%s}'
+)
 
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
@@ -97,11 +107,8 @@ class JsonFormatter(logging.Formatter):
         self._second: tuple[int, str] = (-1, "")
 
     def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
-        if second != self._second[0]:
-            self._second = (second, self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"))
         line: dict[str, Any] = {
-            "time": self._second[1],
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -119,6 +126,29 @@ class JsonFormatter(logging.Formatter):
 
     def formatException(self, ei: _ExcInfo) -> str:
         return hide_row_values(super().formatException(ei))
+
+    def format_request_line(self, created: float, fields: dict[str, Any]) -> str:
+        """What `format()` writes for the request line of `fields`, logged at `created`,
+        filled into a template instead of encoded key by key, at a fraction of the cost."""
+        method, path, status = fields["method"], fields["path"], fields["status"]
+        statements = fields.get("sql_statements")
+        return _REQUEST_LINE_JSON % (
+            _encode_string(self._time(created)),
+            _encode_string(_REQUEST_MESSAGE % (method, path, status)),
+            _encode_string(fields["request_id"]),
+            _encode_string(method),
+            _encode_string(path),
+            status,
+            fields["duration_ms"],
+            "" if statements is None else f', "sql_statements": {statements:d}',
+        )
+
+    def _time(self, created: float) -> str:
+        second = int(created)
+        if second != self._second[0]:
+            when = time.strftime("%Y-%m-%dT%H:%M:%S%z", self.converter(created))
+            self._second = (second, when)
+        return self._second[1]
 
 
 def hide_row_values(text: str) -> str:
@@ -153,14 +183,7 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
         except Exception:
             self.handleError(record)
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._write()
-            return
-        if self._scheduled_on is not loop:
-            self._scheduled_on = loop
-            loop.call_soon(self.flush)
+        self._schedule()
 
     def flush(self) -> None:
         self.acquire()
@@ -169,6 +192,25 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
             self._write()
         finally:
             self.release()
+
+    def write_line(self, line: str) -> None:
+        """Write `line`, formatted already, as emit() writes a record's."""
+        self.acquire()
+        try:
+            self._waiting.append(line)
+            self._schedule()
+        finally:
+            self.release()
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write()
+            return
+        if self._scheduled_on is not loop:
+            self._scheduled_on = loop
+            loop.call_soon(self.flush)
 
     def _write(self) -> None:
         if not self._waiting:
@@ -285,9 +327,47 @@ class RequestContextMiddleware:
             if self.log_statements:
                 fields["sql_statements"] = counter[0]
             if logger.isEnabledFor(logging.INFO):
-                logger.handle(_request_line((scope["method"], scope["path"], status), fields))
+                _log_request_line(fields)
             _statements.reset(counter_token)
             _request_id.reset(id_token)
+
+
+def _log_request_line(fields: dict[str, Any]) -> None:
+    handler = _sole_json_handler()
+    if handler is None:
+        args = (fields["method"], fields["path"], fields["status"])
+        logger.handle(_request_line(args, fields))
+        return
+    formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
+    handler.write_line(formatter.format_request_line(time.time(), fields))
+
+
+def _sole_json_handler() -> BatchingStreamHandler | None:
+    """configure_logging()'s handler, when the request line would reach it and no other
+    handler, filter or record factory: then the line is written without a record.
+
+    Anything added to the logging configuration (pytest's log capture, the tracing
+    filter that adds `trace_id`, a handler of the app's own) makes this None, and the
+    line goes through `logging` as any other."""
+    if logger.filters or logging.getLogRecordFactory() is not logging.LogRecord:
+        return None
+    node: logging.Logger | None = logger
+    while node is not None and node is not logging.root:
+        if node.handlers or not node.propagate:
+            return None
+        node = node.parent
+    root = logging.root
+    if root.filters or len(root.handlers) != 1:
+        return None
+    (handler,) = root.handlers
+    if (
+        type(handler) is not BatchingStreamHandler
+        or handler.filters
+        or handler.level > logging.INFO
+        or type(handler.formatter) is not JsonFormatter
+    ):
+        return None
+    return handler
 
 
 def _request_line(args: tuple[Any, ...], fields: dict[str, Any]) -> logging.LogRecord:

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy import text
-from starlette.types import Message
+from starlette.types import Message, Receive, Scope, Send
 
 from app import observability
 from app.db import db
@@ -22,7 +22,9 @@ from app.main import create_app
 from app.observability import (
     BatchingStreamHandler,
     JsonFormatter,
+    RequestContextMiddleware,
     _request_line,
+    _sole_json_handler,
     configure_logging,
     logger,
 )
@@ -208,6 +210,66 @@ def test_the_app_logs_through_the_batching_handler() -> None:
     handlers = [h for h in logging.getLogger().handlers if isinstance(h.formatter, JsonFormatter)]
 
     assert [type(handler) for handler in handlers] == [BatchingStreamHandler]
+
+
+@pytest.mark.parametrize(
+    ("path", "duration_ms", "statements"),
+    [
+        ("/users", 0.0, None),
+        ('/a "quoted" \\ path', 12.3, 4),
+        ("/caf\u00e9/\u2028/\x01", 12_345.6, 0),
+    ],
+)
+def test_the_request_lines_template_writes_what_the_formatter_writes(
+    path: str, duration_ms: float, statements: int | None
+) -> None:
+    fields: dict[str, object] = {
+        "request_id": "abc-123",
+        "method": "GET",
+        "path": path,
+        "status": 404,
+        "duration_ms": duration_ms,
+    }
+    if statements is not None:
+        fields["sql_statements"] = statements
+    record = _request_line(("GET", path, 404), fields)
+    formatter = JsonFormatter()
+
+    assert formatter.format_request_line(record.created, fields) == formatter.format(record)
+
+
+async def test_the_request_line_skips_the_record_when_only_the_apps_handler_listens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _Writes()
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    monkeypatch.setattr(logging.root, "handlers", [handler])  # without pytest's capture
+    monkeypatch.setattr(logging.root, "level", logging.INFO)
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    fast = _sole_json_handler()
+    await RequestContextMiddleware(app)(http_scope("/probe"), receive, send)
+    await asyncio.sleep(0)  # the loop's next turn writes the line
+    logger.addFilter(lambda record: True)  # a filter the line must pass: no longer fast
+    slow = _sole_json_handler()
+    logger.filters.clear()
+
+    assert fast is handler
+    assert slow is None
+    line = json.loads(stream.getvalue())
+    assert (line["message"], line["status"]) == ("GET /probe 204", 204)
+    assert line["request_id"] == sent[0]["headers"][-1][1].decode()
 
 
 def test_the_request_line_is_the_record_logger_info_would_make() -> None:
