@@ -334,12 +334,17 @@ class RequestContextMiddleware:
 
 def _log_request_line(fields: dict[str, Any]) -> None:
     handler = _sole_json_handler()
-    if handler is None:
-        args = (fields["method"], fields["path"], fields["status"])
-        logger.handle(_request_line(args, fields))
-        return
-    formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
-    handler.write_line(formatter.format_request_line(time.time(), fields))
+    if handler is not None:
+        formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
+        try:
+            line = formatter.format_request_line(time.time(), fields)
+        except Exception:  # a value the template cannot spell: logging reports or writes it
+            pass
+        else:
+            handler.write_line(line)
+            return
+    args = (fields["method"], fields["path"], fields["status"])
+    logger.handle(_request_line(args, fields))
 
 
 def _sole_json_handler() -> BatchingStreamHandler | None:

@@ -272,6 +272,20 @@ async def test_the_request_line_skips_the_record_when_only_the_apps_handler_list
     assert line["request_id"] == sent[0]["headers"][-1][1].decode()
 
 
+def test_a_request_line_the_template_cannot_spell_still_goes_through_logging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _Writes()
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    monkeypatch.setattr(logging.root, "handlers", [handler])
+    fields = {"request_id": "r", "method": "GET", "path": "/", "status": "200 OK"}
+
+    observability._log_request_line({**fields, "duration_ms": 0.5})
+
+    assert json.loads(stream.getvalue())["status"] == "200 OK"
+
+
 def test_the_request_line_is_the_record_logger_info_would_make() -> None:
     configure_logging("INFO")  # which leaves every record's thread and process unset
     args = ("GET", "/users", 200)
