@@ -9,6 +9,7 @@ A database the app reads is a server of its own, outside the count.
 
     python3 benchmarks/instructions.py --app-dir DIR --app app.main:create_app --factory \\
         --env DATABASE_URL=postgresql+asyncpg://... GET /health/live
+    python3 benchmarks/instructions.py ... --body '{"email": "u{n}@example.com", ...}' POST /users
 
 It needs valgrind (`apt-get install valgrind`) and the Python that runs the app
 (`--python`, by default benchmarks/.venv's). The count covers the app's own work and
@@ -39,7 +40,7 @@ module, _, attribute = sys.argv[1].partition(":")
 app = getattr(importlib.import_module(module), attribute)
 if sys.argv[2] == "factory":
     app = app()
-method, path, count = sys.argv[3], sys.argv[4], int(sys.argv[5])
+method, path, count, body = sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
 path, _, query = path.partition("?")
 scope = {
     "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
@@ -48,9 +49,25 @@ scope = {
     "server": ("127.0.0.1", 8000),
 }
 statuses = []
+# Each request's body: "{n}" becomes this run's own counter, so that inserts made by the
+# two runs, which share a database, never collide on a unique column.
+bodies = (body.replace("{n}", f"{os.getpid()}-{n}").encode() for n in range(10**9))
+next_body = b""
+
+def request_scope():
+    global next_body
+    if not body:
+        return {**scope, "state": {}}
+    next_body = next(bodies)
+    headers = [
+        *scope["headers"],
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(next_body)).encode()),
+    ]
+    return {**scope, "headers": headers, "state": {}}
 
 async def receive():
-    return {"type": "http.request", "body": b"", "more_body": False}
+    return {"type": "http.request", "body": next_body, "more_body": False}
 
 async def send(message):
     if message["type"] == "http.response.start":
@@ -76,7 +93,7 @@ async def main():
     lifespan = asyncio.ensure_future(app(lifespan_scope, lifespan_receive, lifespan_send))
     await started.wait()
     for _ in range(count):
-        await app({**scope, "state": {}}, receive, send)
+        await app(request_scope(), receive, send)
     stopped.set()
     await lifespan
     if set(statuses) - {200, 201, 204}:
@@ -95,7 +112,7 @@ def _instructions(arguments: argparse.Namespace, requests: int) -> int:
             "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
             str(arguments.python), str(driver), arguments.app,
             "factory" if arguments.factory else "attribute",
-            arguments.method, arguments.path, str(requests),
+            arguments.method, arguments.path, str(requests), arguments.body,
         ]  # fmt: skip
         environment = {**os.environ, "PYTHONHASHSEED": "0", **dict(arguments.env)}
         completed = subprocess.run(
@@ -116,13 +133,18 @@ def _variable(text: str) -> tuple[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("method", help="GET, for instance; the request has no body")
+    parser.add_argument("method", help="GET, for instance")
     parser.add_argument("path", help="the path, with its query string if any")
     parser.add_argument("--app", required=True, help="module:attribute, as uvicorn takes it")
     parser.add_argument("--factory", action="store_true", help="the attribute makes the app")
     parser.add_argument("--app-dir", type=Path, default=Path.cwd(), help="where to import it")
     parser.add_argument("--python", type=Path, default=DEFAULT_PYTHON)
     parser.add_argument("--env", type=_variable, action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--body",
+        default="",
+        help='a JSON body for each request; "{n}" in it becomes a counter, for unique values',
+    )
     parser.add_argument("--requests", type=int, default=2000, help="counted requests (2000)")
     arguments = parser.parse_args()
     if shutil.which("valgrind") is None:
