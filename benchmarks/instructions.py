@@ -49,25 +49,26 @@ scope = {
     "server": ("127.0.0.1", 8000),
 }
 statuses = []
-# Each request's body: "{n}" becomes this run's own counter, so that inserts made by the
-# two runs, which share a database, never collide on a unique column.
-bodies = (body.replace("{n}", f"{os.getpid()}-{n}").encode() for n in range(10**9))
-next_body = b""
 
-def request_scope():
-    global next_body
+async def receive():
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+# The scope of request `n` and its receive(). "{n}" in the body becomes the run's own
+# counter, so that inserts by the two runs, which share a database, never collide.
+def request(n):
     if not body:
-        return {**scope, "state": {}}
-    next_body = next(bodies)
+        return {**scope, "state": {}}, receive
+    content = body.replace("{n}", f"{os.getpid()}-{n}").encode()
     headers = [
         *scope["headers"],
         (b"content-type", b"application/json"),
-        (b"content-length", str(len(next_body)).encode()),
+        (b"content-length", str(len(content)).encode()),
     ]
-    return {**scope, "headers": headers, "state": {}}
 
-async def receive():
-    return {"type": "http.request", "body": next_body, "more_body": False}
+    async def receive_body():
+        return {"type": "http.request", "body": content, "more_body": False}
+
+    return {**scope, "headers": headers, "state": {}}, receive_body
 
 async def send(message):
     if message["type"] == "http.response.start":
@@ -92,8 +93,8 @@ async def main():
     lifespan_scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
     lifespan = asyncio.ensure_future(app(lifespan_scope, lifespan_receive, lifespan_send))
     await started.wait()
-    for _ in range(count):
-        await app(request_scope(), receive, send)
+    for n in range(count):
+        await app(*request(n), send)
     stopped.set()
     await lifespan
     if set(statuses) - {200, 201, 204}:
