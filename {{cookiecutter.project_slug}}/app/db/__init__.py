@@ -16,6 +16,7 @@ The modules behind it are private, one concept each:
     _column_types   column types that behave alike on every backend
     _mixins         timestamp and soft-delete columns
     _listeners      the listeners that make the mixins and normalisers work
+    _standalone     `db.read()`: a read on a connection in autocommit, with no transaction
     _queries        query helpers: lookups, race-safe get-or-create, pages, counts
     _dependency     the FastAPI dependency that yields the request's session
 
@@ -45,6 +46,7 @@ from ._proxy import SessionBlock, SessionProxy, db
 from ._queries import (
     KeyColumn,
     QueryMixin,
+    Reader,
     count_rows,
     estimate_rows,
     fetch_keyset_page,
@@ -76,6 +78,7 @@ __all__ = [
     "PortableJSON",
     "ProxyBindingError",
     "QueryMixin",
+    "Reader",
     "Replica",
     "SQLAlchemyMiddleware",
     "SessionBlock",

@@ -2,12 +2,13 @@
 
 import sys
 import warnings
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from contextlib import AbstractAsyncContextManager, suppress
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any
 
+from sqlalchemy import Dialect, Executable, Result
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ._errors import (
@@ -18,6 +19,7 @@ from ._errors import (
 )
 from ._multi import MultiSessionUnitOfWork, close_unawaited
 from ._pool import has_free_connection, pool_capacity
+from ._standalone import read
 from ._unit_of_work import UnitOfWork
 
 __all__ = ["SessionProxy", "db"]
@@ -66,6 +68,18 @@ class SessionProxy:
     def session(self) -> AsyncSession:
         """The current `AsyncSession`, created on first use within the unit of work."""
         return self._current_unit().get()
+
+    async def read(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Result[Any]:
+        """The buffered result of `statement`, a read that needs no transaction of its own.
+
+        Before the current unit of work has created its session, a Core statement on
+        PostgreSQL runs on a connection in autocommit, returned to the pool before this
+        returns: no BEGIN and no COMMIT. Otherwise it runs through `db.session`, with
+        the same result. `app/db/_standalone.py` lists when, and why.
+        """
+        return await read(self._current_unit(), statement, params)
 
     def __call__(
         self,
@@ -122,6 +136,15 @@ class SessionProxy:
         """Forget `engine` if it is the bound one (called when its middleware is disposed)."""
         if self._engine is engine:
             self._engine = self._factory = None
+
+    def _dialect(self) -> Dialect:
+        """The dialect the current unit of work's statements run on, without starting it."""
+        unit = self._current_unit()
+        bind = unit.session_args.get("bind", unit.factory.kw.get("bind"))
+        if bind is None:  # binds per model or table: the session knows which applies
+            return unit.get().get_bind().dialect
+        dialect: Dialect = bind.dialect
+        return dialect
 
     def _current_unit(self) -> UnitOfWork:
         unit = self.context.get()

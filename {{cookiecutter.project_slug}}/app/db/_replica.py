@@ -34,7 +34,14 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
-__all__ = ["PRIMARY", "Replica", "routing_session_class", "session_info", "use_primary"]
+__all__ = [
+    "PRIMARY",
+    "Replica",
+    "reads_from_replica",
+    "routing_session_class",
+    "session_info",
+    "use_primary",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +226,11 @@ def use_primary(session: AsyncSession | Session) -> None:
 def session_info(replica: Replica) -> dict[str, Any]:
     """The `info` a session factory gives each session so that its reads can use `replica`."""
     return {_REPLICA: replica}
+
+
+def reads_from_replica(info: dict[str, Any]) -> bool:
+    """Whether sessions given `info` send their safe reads to a replica."""
+    return _REPLICA in info
 
 
 def _wrote(session: Session, flush_context: object) -> None:

@@ -26,9 +26,8 @@ from typing import Any, Generic, TypeVar
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, TypeAdapter
 from sqlalchemy import FromClause, Row, Select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import KeyColumn, count_rows, estimate_rows, fetch_keyset_page
+from app.db import KeyColumn, Reader, count_rows, estimate_rows, fetch_keyset_page
 
 __all__ = [
     "MAX_CURSOR_LENGTH",
@@ -167,7 +166,7 @@ def _list_of(model: type[ReadT]) -> TypeAdapter[list[ReadT]]:
 
 
 async def read_page(
-    session: AsyncSession,
+    session: Reader,
     query: Select[Any],
     params: PageParams,
     *,
@@ -181,7 +180,9 @@ async def read_page(
 
     `cursor` encodes `key`; `estimate_from` is the table whose size estimates the total
     of an unfiltered list (leave it out where the query filters: an estimate of the
-    table would not be one of the result).
+    table would not be one of the result). Pass the proxy (`db`) rather than `db.session`
+    for a Core query: each statement then runs standalone, with no transaction
+    (`db.read()`), unless the request's session has started.
     """
     after = cursor.decode(params.cursor)  # a 422 before any query runs
     rows, last = await fetch_keyset_page(
@@ -207,7 +208,7 @@ def _validatable(rows: Sequence[Any]) -> Sequence[Any]:
 
 
 async def _total(
-    session: AsyncSession, query: Select[Any], count: Count | None, table: FromClause | None
+    session: Reader, query: Select[Any], count: Count | None, table: FromClause | None
 ) -> tuple[int | None, TotalKind | None]:
     if count is None:
         return None, None

@@ -80,6 +80,7 @@ BARE_APP = textwrap.dedent(
             every = select(Task).execution_options(**INCLUDE_DELETED)
             kept = (await db.session.execute(every)).scalars().all()
             print(f"visible={len(hidden)} stored={len(kept)}")
+            print((await db.read(text("SELECT 'read'"))).scalar_one())
 
 
     asyncio.run(main())
@@ -106,4 +107,5 @@ def test_copied_folder_serves_a_bare_starlette_app_and_keeps_its_mixins(tmp_path
         "'write the docs'",
         "updated_at moved",
         "visible=0 stored=1",
+        "read",
     ], result.stderr

@@ -6,6 +6,9 @@ missing or deleted user) with less work per request:
 - one Core statement, built once at import: SQLAlchemy caches its compiled form, and no
   ORM loading runs (no identity map, no entity objects); it writes `deleted_at IS NULL`
   itself and tells the layer's soft-delete listener to leave it alone;
+- `db.read()` runs it standalone: one statement needs no transaction, so on PostgreSQL
+  no BEGIN and no COMMIT go to the server, and the connection is back in the pool
+  before the response is built;
 - the row goes straight into the response model, validated once, and the model's own
   serializer writes the body: FastAPI neither validates it again nor encodes it itself.
 
@@ -39,7 +42,7 @@ _READ_PROFILE = (
 @router.get("/{user_id}", response_model=UserRead, responses=error_responses(404))
 async def read_profile(user_id: uuid.UUID) -> Response:
     """The user, as `GET /users/{user_id}` returns it, read through the fast path."""
-    result = await db.session.execute(_READ_PROFILE, {"user_id": user_id})
+    result = await db.read(_READ_PROFILE, {"user_id": user_id})
     row = result.mappings().one_or_none()
     if row is None:
         raise NotFoundError(f"There is no user with id {user_id}.")

@@ -38,7 +38,8 @@ LIST_CURSOR = Cursor(Cursor.datetime, Cursor.uuid)
 # The list is a hot read, written as the fast path (see routes/profiles.py): a Core
 # statement on the columns a listed user shows. A page changes nothing, and a row costs
 # a fraction of an ORM object to load. It writes the live filter itself and tells the
-# layer's soft-delete listener to leave it alone.
+# layer's soft-delete listener to leave it alone. Given `db` rather than `db.session`,
+# the page reads it standalone: no transaction, so no BEGIN and no COMMIT.
 _LISTED = (
     select(*(_users[name] for name in UserRead.model_fields))
     .where(_users.deleted_at.is_(None))
@@ -63,7 +64,7 @@ async def create_user(body: UserCreate) -> UserRead:
 async def list_users(page: PageDep) -> Page[UserRead]:
     """Users by creation time, oldest first, a page at a time; `?count=` adds a total."""
     return await read_page(
-        db.session,
+        db,
         _LISTED,
         page,
         read_as=UserRead,

@@ -1,0 +1,81 @@
+"""Standalone reads: one statement that needs no transaction, without BEGIN and COMMIT.
+
+`await db.read(statement)` runs a read on a pooled connection in autocommit, which goes
+back to the pool before the call returns. That saves two round trips per request on
+PostgreSQL, where a session's transaction sends BEGIN before its first statement and
+COMMIT or ROLLBACK at its end. A single SELECT is consistent on its own: the database
+runs it in a snapshot of its own.
+
+It runs through the unit of work's session instead, with the same result, whenever a
+transaction is needed for it to be right or a connection outside the session could do
+harm:
+
+- the session already exists: the read then sees the session's own writes, and a
+  request never holds two connections at once;
+- the statement is an ORM statement (`select(User)`): entities need the session, which
+  also adds the soft-delete filter;
+- the engine has `begin` listeners, which set something up per transaction (limits
+  behind PgBouncer, a tenant, a role) that a read outside one would miss;
+- the session factory or the block routes elsewhere: a replica (its reads are already
+  in autocommit), other binds, or a connection (tests that roll each test back);
+- inside `db(multi_sessions=True)`, whose connections `max_concurrent` counts;
+- the database is not PostgreSQL: SQLite starts no transaction for a SELECT, and
+  MySQL's drivers would spend the round trips saved on switching autocommit on and off.
+
+Like a statement run on `db.session.connection()`, a standalone read is not seen by
+the session's events (`do_orm_execute`): write into the statement what such a listener
+would add, as the example's fast path writes its own `deleted_at IS NULL`.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from sqlalchemy import Engine, Executable, Result
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ._replica import reads_from_replica
+from ._unit_of_work import UnitOfWork
+
+__all__ = ["read"]
+
+# The autocommit form of each engine that serves standalone reads. It shares the
+# engine's pool; a connection gets its isolation level at checkout and the engine's
+# default back at checkin, neither of which talks to the server on PostgreSQL.
+_autocommit: WeakKeyDictionary[Engine, AsyncEngine] = WeakKeyDictionary()
+
+
+async def read(
+    unit: UnitOfWork, statement: Executable, params: Mapping[str, Any] | None
+) -> Result[Any]:
+    """`statement`'s buffered result, read standalone where that is safe (see above)."""
+    engine = _standalone_engine(unit, statement)
+    if engine is None:
+        return await unit.get().execute(statement, params)
+    async with engine.connect() as connection:
+        frozen = (await connection.execute(statement, params)).freeze()
+    return frozen()
+
+
+def _standalone_engine(unit: UnitOfWork, statement: Executable) -> AsyncEngine | None:
+    if unit.session is not None or unit.finalized or type(unit) is not UnitOfWork:
+        return None
+    if statement._propagate_attrs.get("compile_state_plugin") == "orm":
+        return None
+    options = unit.factory.kw
+    bind = options.get("bind")
+    if (
+        not isinstance(bind, AsyncEngine)
+        or options.get("binds")
+        or reads_from_replica(options.get("info", {}))
+        or "bind" in unit.session_args
+        or "binds" in unit.session_args
+    ):
+        return None
+    sync_engine = bind.sync_engine
+    if sync_engine.dialect.name != "postgresql" or sync_engine.dispatch.begin:
+        return None
+    engine = _autocommit.get(sync_engine)
+    if engine is None:
+        engine = _autocommit[sync_engine] = bind.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
