@@ -222,8 +222,18 @@ def _after(n: int) -> str:
 
 
 def _selects_one_entity(query: Select[Any]) -> bool:
-    (selected, *others) = query.column_descriptions
-    return not others and selected["type"] is selected["entity"] is not None
+    """Whether `query`'s rows are one model's objects (then the page holds those)."""
+    known = _one_entity.get(query)
+    if known is None:
+        # column_descriptions works its answer out from the selected columns each time.
+        (selected, *others) = query.column_descriptions
+        known = not others and selected["type"] is selected["entity"] is not None
+        _one_entity[query] = known
+    return known
+
+
+# Whether each query selects one model, for as long as the query lives.
+_one_entity: WeakKeyDictionary[Select[Any], bool] = WeakKeyDictionary()
 
 
 def _beyond(

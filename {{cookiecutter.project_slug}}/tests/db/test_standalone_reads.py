@@ -4,8 +4,10 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 from sqlalchemy import Connection, event, insert, select, text
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import MissingSessionError, SessionProxy, create_session_factory, fetch_keyset_page
@@ -55,8 +57,10 @@ async def test_a_read_returns_what_the_session_would(
         through_the_session = (
             await proxy.session.execute(select(items.c.name).order_by(items.c.name))
         ).all()
-        return {"standalone": [list(row) for row in standalone],
-                "session": [list(row) for row in through_the_session]}
+        return {
+            "standalone": [list(row) for row in standalone],
+            "session": [list(row) for row in through_the_session],
+        }
 
     async with make_client(app) as http:
         answer = (await http.get("/")).json()
@@ -155,14 +159,19 @@ async def test_begin_listeners_keep_reads_in_a_transaction(
 
 
 @pytest.mark.postgresql
+@pytest.mark.parametrize("canceller", ["task.cancel()", "anyio cancel scope"])
 async def test_a_cancelled_read_gives_its_connection_back(
-    proxy: SessionProxy, engine: AsyncEngine
+    proxy: SessionProxy, engine: AsyncEngine, canceller: str
 ) -> None:
+    # An anyio scope delivers the cancellation again at every await until it exits,
+    # so the read must give its connection back without awaiting anything more.
     _bind(proxy, engine)
+    scope = anyio.CancelScope()
 
     async def sleep_in_the_database() -> None:
-        async with proxy():
-            await proxy.read(text("SELECT pg_sleep(30)"))
+        with scope:
+            async with proxy():
+                await proxy.read(text("SELECT pg_sleep(30)"))
 
     task = asyncio.create_task(sleep_in_the_database())
     async with engine.connect() as watcher:
@@ -178,12 +187,25 @@ async def test_a_cancelled_read_gives_its_connection_back(
                 break
             await asyncio.sleep(0.05)
         assert running == 1
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    if canceller == "task.cancel()":
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        scope.cancel()
+        await task  # the scope takes its own cancellation
     assert queue_pool(engine).checkedout() == 0
     async with proxy(), asyncio.timeout(5):  # the returned connection works at once
         assert (await proxy.read(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_a_streaming_statement_gets_the_sessions_error(
+    proxy: SessionProxy, engine: AsyncEngine
+) -> None:
+    _bind(proxy, engine)
+    async with proxy():
+        with pytest.raises(InvalidRequestError, match="stream"):
+            await proxy.read(select(items.c.name).execution_options(yield_per=10))
 
 
 async def test_keyset_pages_read_through_the_proxy_as_through_a_session(
