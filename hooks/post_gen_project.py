@@ -56,6 +56,7 @@ OPTIONAL_PATHS: dict[str, list[str]] = {
         "migrations/versions/2026_12_01_9c3f5e7a1b2d_indexes_for_keyset_pages.py",
         "migrations/versions/2026_12_01_9c3f1a7e5b20_create_job_runs.py",
         "tests/api/test_audit.py",
+        "tests/api/test_database_down.py",
         "tests/api/test_export.py",
         "tests/api/test_hostile_input.py",
         "tests/api/test_notes.py",

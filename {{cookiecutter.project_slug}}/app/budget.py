@@ -29,6 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db import pool_capacity
+from app.readiness import unreachable
 from app.settings import Settings
 
 __all__ = [
@@ -147,8 +148,7 @@ async def _budget(
     except (TimeoutError, sqlalchemy.exc.TimeoutError):
         return f"no answer within {settings.health_check_timeout:g} s"
     except (OSError, sqlalchemy.exc.DBAPIError) as exc:
-        # The class name only: driver messages can carry the host, user or URL.
-        return f"unreachable ({type(exc).__name__})"
+        return unreachable(exc)
     return ConnectionBudget(name, workers, per_worker, max_connections, reserved, reserve)
 
 

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.db import CapacityError
+from app.db import CapacityError, DatabaseUnavailableError
 from app.observability import REQUEST_ID_HEADER
 
 __all__ = [
@@ -46,7 +46,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# How long a client should wait after a 503 because every pooled connection was busy.
+# How long a client should wait after a 503: every pooled connection was busy, or the
+# database could not be reached.
 RETRY_AFTER_SECONDS = 5
 
 # How each backend reports a unique (or primary key) violation.
@@ -152,6 +153,14 @@ async def _no_connection(
     return error_response(request, 503, "database_busy", message, headers=headers)
 
 
+async def _database_unavailable(request: Request, exc: DatabaseUnavailableError) -> JSONResponse:
+    # Not a bug of the service's: one line for the operator, no traceback per request.
+    logger.warning("the database is unavailable, answering 503: %s", exc)
+    message = "The database is unavailable; retry after the number of seconds in Retry-After."
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return error_response(request, 503, "database_unavailable", message, headers=headers)
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     # The traceback is in the log, under the same request id; the client gets the id.
     message = "An unexpected error occurred. Quote the request id when reporting it."
@@ -216,5 +225,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(NoResultFound)(_no_result)
     app.exception_handler(IntegrityError)(_integrity_error)
     app.exception_handler(CapacityError)(_no_connection)
+    app.exception_handler(DatabaseUnavailableError)(_database_unavailable)
     app.exception_handler(sqlalchemy.exc.TimeoutError)(_no_connection)
     app.exception_handler(Exception)(_unhandled)

@@ -18,10 +18,10 @@ import sqlalchemy.exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import Replica, has_free_connection
+from app.db import DatabaseUnavailableError, Replica, has_free_connection
 from app.migrate import revision_problem
 
-__all__ = ["READY", "Readiness"]
+__all__ = ["READY", "Readiness", "unreachable"]
 
 READY = "ok"
 
@@ -89,8 +89,7 @@ class Readiness:
                 return "pool exhausted: every connection is in use"
             return f"no answer within {self.deadline:g} s"
         except (OSError, sqlalchemy.exc.DBAPIError) as exc:
-            # The class name only: driver messages can carry the host, user or URL.
-            return f"unreachable ({type(exc).__name__})"
+            return unreachable(exc)
         except Exception as exc:
             # Not the database's state but a fault in the check itself: keep its traceback.
             logger.exception("the readiness check of the %s database failed", name)
@@ -116,3 +115,13 @@ class Readiness:
             )
         elif not first:
             logger.info("database %s (%s) is ready again", name, where)
+
+
+def unreachable(exc: BaseException) -> str:
+    """The state of a database whose connection or check failed with `exc`.
+
+    The class name only, the driver's for a connect that failed: driver messages can
+    carry the host, user or URL, and the state is shown to whoever asks /health/ready.
+    """
+    reason = exc.reason if isinstance(exc, DatabaseUnavailableError) else type(exc).__name__
+    return f"unreachable ({reason})"

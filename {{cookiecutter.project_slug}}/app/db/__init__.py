@@ -8,7 +8,8 @@ The modules behind it are private, one concept each:
     _multi          `db(multi_sessions=True)`: a session per task, at most N at once
     _cleanup        ending sessions: commit or roll back, close, survive cancellation
     _engine         engines and session factories with the layer's defaults
-    _pool           how many connections a pool hands out, and whether one is free
+    _pool           the pools' typed errors, how many connections a pool hands out, and
+                    whether one is free
     _replica        read replicas: which reads go there, and the replica's health
     _urls           one database URL for sync tools and async drivers
     _errors         the errors, each naming its fix
@@ -32,6 +33,7 @@ from ._column_types import PortableJSON, UTCDateTime, UtcNow
 from ._engine import create_engine, create_session_factory
 from ._errors import (
     CapacityError,
+    DatabaseUnavailableError,
     MissingSessionError,
     PoolTimeoutError,
     ProxyBindingError,
@@ -72,6 +74,7 @@ __all__ = [
     "CreatedAtMixin",
     "DBSessionMeta",
     "DBSessionType",
+    "DatabaseUnavailableError",
     "KeyColumn",
     "MissingSessionError",
     "PoolTimeoutError",

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from ._listeners import LayerSession, install_session_listeners
-from ._pool import pool_class_for, refuse_closed_connections
+from ._pool import name_unavailable_databases, pool_class_for, refuse_closed_connections
 from ._replica import Replica, routing_session_class, session_info
 from ._urls import to_async_url
 
@@ -30,18 +30,22 @@ SESSION_DEFAULTS: dict[str, Any] = {
 def create_engine(db_url: str | URL, engine_args: dict[str, Any] | None = None) -> AsyncEngine:
     """An engine for `db_url` (sync driver names are translated to async ones).
 
-    Unless `engine_args` choose a pool, a queue pool is the layer's `LayerPool`, whose
-    checkout timeout raises `PoolTimeoutError`. Its pool replaces a connection that
-    the server closed while it sat idle, at no cost, instead of lending it.
+    Unless `engine_args` choose another, its pool is the layer's: `LayerPool` where
+    SQLAlchemy would use a queue pool, `LayerNullPool` where the arguments ask for
+    NullPool. A checkout that waits out the pool's timeout raises `PoolTimeoutError`,
+    and a connection that cannot be opened `DatabaseUnavailableError`, whatever the
+    driver. The pool replaces a connection that the server closed while it sat idle, at
+    no cost, instead of lending it.
     """
     url = to_async_url(db_url)
     args = dict(engine_args or {})
-    if "poolclass" not in args and "pool" not in args:
-        poolclass = pool_class_for(url)
+    if "pool" not in args:
+        poolclass = pool_class_for(url, args.get("poolclass"))
         if poolclass is not None:
             args["poolclass"] = poolclass
     engine = create_async_engine(url, **args)
     refuse_closed_connections(engine)
+    name_unavailable_databases(engine)
     return engine
 
 

@@ -7,16 +7,23 @@
      ├── ProxyBindingError            one proxy, two live databases
      └── CapacityError                the work needs more connections than it may have
           └── PoolTimeoutError        no pooled connection became free in time
+    sqlalchemy.exc.OperationalError
+     └── DatabaseUnavailableError     no connection to the database could be opened
 
 A `CapacityError` is the client's cue to retry later (the service answers 503 with
 `Retry-After`), not a bug. `PoolTimeoutError` is also a `sqlalchemy.exc.TimeoutError` and
-a `TimeoutError`, so that existing handlers for either still catch it.
+a `TimeoutError`, so that existing handlers for either still catch it. So is a
+`DatabaseUnavailableError`, whose database is down, unreachable or refusing the
+credentials: the service answers 503 with `Retry-After` too, and recovers by itself when
+the database does. It is an `OperationalError`, which code that catches SQLAlchemy's
+errors already expects, and keeps the driver's error as `orig`.
 """
 
 import sqlalchemy.exc
 
 __all__ = [
     "CapacityError",
+    "DatabaseUnavailableError",
     "MissingSessionError",
     "PoolTimeoutError",
     "ProxyBindingError",
@@ -69,3 +76,27 @@ class CapacityError(RuntimeError):
 
 class PoolTimeoutError(CapacityError, sqlalchemy.exc.TimeoutError, TimeoutError):
     """No pooled connection became free before the pool's timeout."""
+
+
+class DatabaseUnavailableError(sqlalchemy.exc.OperationalError):
+    """Opening a connection to the database failed: it is down, unreachable, or refuses
+    the credentials. `orig` is the driver's error.
+
+    The layer's engines (`create_engine()`) raise it for every driver: asyncpg's refused or
+    timed-out socket, which is no DB-API error, and the DB-API errors of a failed connect.
+    """
+
+    def __init__(self, orig: BaseException) -> None:
+        super().__init__(None, None, orig)
+
+    @property
+    def reason(self) -> str:
+        """The driver error's class name, safe to show: its message may hold the host or user."""
+        return type(self.orig).__name__
+
+    def __str__(self) -> str:
+        return (
+            f"No connection to the database could be opened ({self.reason}: {self.orig}). "
+            "Check that the server is running and reachable at the host and port of the "
+            "database URL, and that its user and password are right."
+        )

@@ -1,5 +1,6 @@
-"""Pools: the layer's queue pool with a typed timeout, the free check of a pooled
-connection at checkout, and how many connections a pool hands out."""
+"""Pools: the layer's pools with typed errors (a timeout, a database that cannot be
+reached), the free check of a pooled connection at checkout, and how many connections a
+pool hands out."""
 
 from typing import Any
 
@@ -7,32 +8,59 @@ import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.engine.default import DefaultDialect
+from sqlalchemy.engine.interfaces import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import (
     AsyncAdaptedQueuePool,
     ConnectionPoolEntry,
+    NullPool,
     Pool,
     PoolProxiedConnection,
     QueuePool,
 )
 
-from ._errors import PoolTimeoutError
+from ._errors import DatabaseUnavailableError, PoolTimeoutError
 
 __all__ = [
+    "LayerNullPool",
     "LayerPool",
     "has_free_connection",
+    "name_unavailable_databases",
     "pool_capacity",
     "pool_class_for",
     "refuse_closed_connections",
 ]
 
 
-class LayerPool(AsyncAdaptedQueuePool):
-    """SQLAlchemy's asyncio queue pool, whose checkout timeout is a `PoolTimeoutError`.
+class _TypedErrors(Pool):
+    """A checkout that raises the layer's errors: `PoolTimeoutError` when no connection
+    became free in time, `DatabaseUnavailableError` when a new one could not be opened."""
+
+    def connect(self) -> PoolProxiedConnection:
+        # Engine.raw_connection() checks out through here, ORM flushes included.
+        try:
+            return super().connect()
+        except (PoolTimeoutError, DatabaseUnavailableError):
+            raise
+        except sqlalchemy.exc.TimeoutError as exc:
+            raise PoolTimeoutError(
+                f"No database connection became free in time ({exc.args[0]}). The pool is "
+                "exhausted: retry later, or raise pool_size / max_overflow / pool_timeout."
+            ) from exc
+        except (OSError, TimeoutError) as exc:
+            # The driver's own connect failed before any DB-API error was made: asyncpg
+            # raises the socket's error (refused, no route, no such host) or a timeout.
+            # DB-API errors of a failed connect are typed by name_unavailable_databases().
+            raise DatabaseUnavailableError(exc) from exc
+
+
+class LayerPool(_TypedErrors, AsyncAdaptedQueuePool):
+    """SQLAlchemy's asyncio queue pool, with the layer's typed checkout errors.
 
     Engines made by `create_engine()` use it where SQLAlchemy would pick a queue pool, so
-    the typed error needs no wrapper around the engine: a session's bind stays the
-    engine itself. A caller's own engine keeps SQLAlchemy's `TimeoutError`.
+    the typed errors need no wrapper around the engine: a session's bind stays the
+    engine itself. A caller's own engine keeps SQLAlchemy's `TimeoutError` and the
+    driver's errors.
     """
 
     # SQLAlchemy names a pool's logger after its class's module; this keeps the pool's
@@ -40,17 +68,27 @@ class LayerPool(AsyncAdaptedQueuePool):
     # engine asks for `echo_pool`, instead of logging "Pool disposed" at the app's INFO.
     _sqla_logger_namespace = "sqlalchemy.pool.impl.LayerPool"
 
-    def connect(self) -> PoolProxiedConnection:
-        # Engine.raw_connection() checks out through here, ORM flushes included.
-        try:
-            return super().connect()
-        except PoolTimeoutError:
-            raise
-        except sqlalchemy.exc.TimeoutError as exc:
-            raise PoolTimeoutError(
-                f"No database connection became free in time ({exc.args[0]}). The pool is "
-                "exhausted: retry later, or raise pool_size / max_overflow / pool_timeout."
-            ) from exc
+
+class LayerNullPool(_TypedErrors, NullPool):
+    """SQLAlchemy's NullPool (a connection per checkout, as behind PgBouncer), with the
+    layer's typed errors; `create_engine()` uses it where `engine_args` ask for NullPool."""
+
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.LayerNullPool"
+
+
+def name_unavailable_databases(engine: AsyncEngine) -> None:
+    """Have `engine` raise `DatabaseUnavailableError` for a connection it fails to open,
+    in place of the driver's DB-API error; calling it again changes nothing."""
+    if not event.contains(engine.sync_engine, "handle_error", _unavailable):
+        event.listen(engine.sync_engine, "handle_error", _unavailable)
+
+
+def _unavailable(context: ExceptionContext) -> BaseException | None:
+    # Without a connection, the error is the connect's; a failed pre-ping is the pool's
+    # to handle (it reconnects), and a failed commit has a connection.
+    if context.connection is None and not context.is_pre_ping:
+        return DatabaseUnavailableError(context.original_exception)
+    return None
 
 
 def refuse_closed_connections(engine: AsyncEngine) -> None:
@@ -83,8 +121,12 @@ def _closed_by_server(driver_connection: Any) -> bool:
     return bool(reader is not None and reader.at_eof())
 
 
-def pool_class_for(url: URL) -> type[Pool] | None:
-    """`LayerPool` where SQLAlchemy would pool `url` in a queue; None to keep its choice."""
+def pool_class_for(url: URL, chosen: type[Pool] | None = None) -> type[Pool] | None:
+    """The layer's pool for `url`: `LayerPool` where SQLAlchemy would pool it in a queue,
+    `LayerNullPool` where `chosen` (the caller's `poolclass`) is NullPool; None to keep
+    SQLAlchemy's or the caller's choice."""
+    if chosen is not None:
+        return LayerNullPool if chosen is NullPool else None
     dialect = url.get_dialect()
     if not issubclass(dialect, DefaultDialect):
         return None

@@ -309,4 +309,4 @@ async def test_a_database_that_is_down_is_a_503_before_the_response_starts(
 
     assert response.status_code == 503
     assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
-    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response.json()["error"]["code"] == "database_unavailable"

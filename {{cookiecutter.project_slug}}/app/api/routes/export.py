@@ -40,8 +40,7 @@ from json.encoder import encode_basestring_ascii
 from typing import Annotated, Any
 
 import anyio
-import sqlalchemy.exc
-from fastapi import HTTPException, Query
+from fastapi import Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Select, Text, bindparam, func, literal_column, select
 from starlette.requests import ClientDisconnect
@@ -49,8 +48,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.api.deps import SettingsDep
 from app.api.routing import APIRouter
-from app.db import INCLUDE_DELETED, CapacityError, db
-from app.errors import RETRY_AFTER_SECONDS
+from app.db import INCLUDE_DELETED, db
 from app.models.note import Note
 from app.models.user import User
 from app.schemas.errors import error_responses
@@ -100,10 +98,6 @@ _DELETED_AUTHORS = (
     .limit(MAX_DELETED_AUTHORS + 1)
     .execution_options(**INCLUDE_DELETED)
 )
-
-# How a database that cannot be reached shows itself when a connection is opened: the
-# drivers raise OSError (asyncpg), or an error SQLAlchemy wraps (aiomysql, aiosqlite).
-_UNREACHABLE = (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
 
 # Rows in the order of COLUMNS, the id first.
 Batch = Sequence[Sequence[Any]]
@@ -191,17 +185,9 @@ async def export_notes(
     Answers 503 with Retry-After when no database connection is to be had.
     """
     header, media_type = _HEADERS[export_format]
-    try:
-        plan, first = await _first_batch(export_format)
-    except CapacityError:
-        raise  # the pool stayed full: app.errors answers 503 with Retry-After
-    except _UNREACHABLE as exc:
-        logger.warning("no database for the export: %s", exc)
-        raise HTTPException(
-            503,
-            "The database is unavailable; retry after the number of seconds in Retry-After.",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        ) from exc
+    # A full pool (CapacityError) or a database that is down (DatabaseUnavailableError)
+    # raises here, before the response starts: app.errors answers 503 with Retry-After.
+    plan, first = await _first_batch(export_format)
     return ClosingStreamingResponse(
         _export(plan, first, header=header),
         send_timeout=settings.export_send_timeout,
