@@ -55,6 +55,7 @@ from ._queries import (
     fetch_page,
 )
 from ._replica import PRIMARY, Replica, use_primary
+from ._standalone import STANDALONE_READS
 from ._urls import to_async_url
 
 if typing.TYPE_CHECKING:
@@ -69,6 +70,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "NORMALIZE",
     "PRIMARY",
+    "STANDALONE_READS",
     "Base",
     "CapacityError",
     "CreatedAtMixin",

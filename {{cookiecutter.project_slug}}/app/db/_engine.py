@@ -9,10 +9,12 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import NullPool
 
 from ._listeners import LayerSession, install_session_listeners
 from ._pool import name_unavailable_databases, pool_class_for, refuse_closed_connections
 from ._replica import Replica, routing_session_class, session_info
+from ._standalone import STANDALONE_READS
 from ._urls import to_async_url
 
 __all__ = ["SESSION_DEFAULTS", "create_engine", "create_session_factory"]
@@ -35,10 +37,13 @@ def create_engine(db_url: str | URL, engine_args: dict[str, Any] | None = None) 
     NullPool. A checkout that waits out the pool's timeout raises `PoolTimeoutError`,
     and a connection that cannot be opened `DatabaseUnavailableError`, whatever the
     driver. The pool replaces a connection that the server closed while it sat idle, at
-    no cost, instead of lending it.
+    no cost, instead of lending it. On PostgreSQL it allows `db.read()` to run without a
+    transaction, unless the arguments are those for PgBouncer (`app/db/_standalone.py`).
     """
     url = to_async_url(db_url)
     args = dict(engine_args or {})
+    if url.get_backend_name() == "postgresql" and not _for_a_pooler(args):
+        args["execution_options"] = {**STANDALONE_READS, **args.get("execution_options", {})}
     if "pool" not in args:
         poolclass = pool_class_for(url, args.get("poolclass"))
         if poolclass is not None:
@@ -47,6 +52,17 @@ def create_engine(db_url: str | URL, engine_args: dict[str, Any] | None = None) 
     refuse_closed_connections(engine)
     name_unavailable_databases(engine)
     return engine
+
+
+def _for_a_pooler(args: dict[str, Any]) -> bool:
+    """Whether `args` are an engine's behind PgBouncer: no pool of its own, or asyncpg
+    told not to keep prepared statements."""
+    connect_args = args.get("connect_args", {})
+    return (
+        args.get("poolclass") is NullPool
+        or connect_args.get("statement_cache_size") == 0
+        or "prepared_statement_name_func" in connect_args
+    )
 
 
 def create_session_factory(

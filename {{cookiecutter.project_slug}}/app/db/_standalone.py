@@ -10,6 +10,7 @@ It runs through the unit of work's session instead, with the same result, whenev
 transaction is needed for it to be right or a connection outside the session could do
 harm:
 
+- the engine does not allow them (see below);
 - the session already exists: the read then sees the session's own writes, and a
   request never holds two connections at once;
 - the statement is an ORM statement (`select(User)`): entities need the session, which
@@ -21,6 +22,14 @@ harm:
 - inside `db(multi_sessions=True)`, whose connections `max_concurrent` counts;
 - the database is not PostgreSQL: SQLite starts no transaction for a SELECT, and
   MySQL's drivers would spend the round trips saved on switching autocommit on and off.
+
+Engines allow standalone reads with the execution option `standalone_reads=True`.
+`create_engine()` sets it on PostgreSQL unless its arguments are those for PgBouncer
+(`NullPool`, or asyncpg's statement cache turned off, as `app/pooler.py` gives them):
+in transaction mode PgBouncer lends a server connection for one transaction, and
+asyncpg prepares a statement and runs it in two exchanges, which without a transaction
+around them can reach two server connections. An engine of your own opts in with
+`create_async_engine(url, execution_options=STANDALONE_READS)`.
 
 Like a statement run on `db.session.connection()`, a standalone read is not seen by
 the session's events (`do_orm_execute`): write into the statement what such a listener
@@ -38,7 +47,11 @@ from sqlalchemy.util import greenlet_spawn
 from ._replica import reads_from_replica
 from ._unit_of_work import UnitOfWork
 
-__all__ = ["read"]
+__all__ = ["STANDALONE_READS", "read"]
+
+# `create_async_engine(url, execution_options=STANDALONE_READS)`: the engine allows them.
+STANDALONE_READS = {"standalone_reads": True}
+(_ALLOWED,) = STANDALONE_READS
 
 # The autocommit form of each engine that serves standalone reads. It shares the
 # engine's pool; a connection gets its isolation level at checkout and the engine's
@@ -89,7 +102,11 @@ def _standalone_engine(unit: UnitOfWork, statement: Executable) -> Engine | None
     ):
         return None
     sync_engine = bind.sync_engine
-    if sync_engine.dialect.name != "postgresql" or sync_engine.dispatch.begin:
+    if (
+        not sync_engine.get_execution_options().get(_ALLOWED)
+        or sync_engine.dialect.name != "postgresql"
+        or sync_engine.dispatch.begin
+    ):
         return None
     engine = _autocommit.get(sync_engine)
     if engine is None:

@@ -8,12 +8,34 @@ import anyio
 import pytest
 from sqlalchemy import Connection, event, insert, select, text
 from sqlalchemy.exc import InvalidRequestError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
-from app.db import MissingSessionError, SessionProxy, create_session_factory, fetch_keyset_page
+from app.db import (
+    STANDALONE_READS,
+    MissingSessionError,
+    SessionProxy,
+    create_engine,
+    create_session_factory,
+    fetch_keyset_page,
+)
+from tests.conftest import BEHIND_PGBOUNCER
 from tests.pools import queue_pool
 
 from .conftest import APPLICATION_NAME, CountingSession, Item, MakeApp, MakeClient, items
+
+# A standalone read behind PgBouncer in transaction mode could be prepared on one server
+# connection and run on another, so engines there do not allow them.
+NEEDS_STANDALONE_READS = pytest.mark.direct_connection(
+    "standalone reads are off behind PgBouncer in transaction mode, which may run a "
+    "statement's prepare and execute on two server connections outside a transaction"
+)
+
+
+@pytest.fixture
+def engine(engine: AsyncEngine) -> AsyncEngine:
+    """The layer tests' engine, made by hand, opted in as create_engine() would do."""
+    return engine if BEHIND_PGBOUNCER else engine.execution_options(**STANDALONE_READS)
 
 
 @pytest.fixture
@@ -68,6 +90,7 @@ async def test_a_read_returns_what_the_session_would(
 
 
 @pytest.mark.postgresql
+@NEEDS_STANDALONE_READS
 async def test_a_read_before_the_session_exists_has_no_transaction_and_gives_its_connection_back(
     make_app: MakeApp,
     proxy: SessionProxy,
@@ -159,6 +182,7 @@ async def test_begin_listeners_keep_reads_in_a_transaction(
 
 
 @pytest.mark.postgresql
+@NEEDS_STANDALONE_READS
 @pytest.mark.parametrize("canceller", ["task.cancel()", "anyio cancel scope"])
 async def test_a_cancelled_read_gives_its_connection_back(
     proxy: SessionProxy, engine: AsyncEngine, canceller: str
@@ -220,6 +244,41 @@ async def test_keyset_pages_read_through_the_proxy_as_through_a_session(
         expected, expected_last = await fetch_keyset_page(proxy.session, query, key=key, limit=2)
     assert [row.name for row in rows] == [row.name for row in expected] == ["a", "b"]
     assert last == expected_last
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize(
+    ("engine_args", "allowed"),
+    [
+        ({}, True),
+        ({"poolclass": NullPool}, False),
+        ({"connect_args": {"statement_cache_size": 0}}, False),
+        ({"execution_options": {"standalone_reads": False}}, False),
+    ],
+    ids=["own pool", "NullPool", "no statement cache", "turned off"],
+)
+async def test_create_engine_allows_standalone_reads_except_behind_pgbouncer(
+    database_url: str, engine_args: dict[str, Any], allowed: bool
+) -> None:
+    engine = create_engine(database_url, engine_args)
+    try:
+        options = engine.sync_engine.get_execution_options()
+        assert options.get("standalone_reads", False) is allowed
+    finally:
+        await engine.dispose()
+
+
+async def test_an_engine_of_your_own_reads_through_the_session_until_it_opts_in(
+    proxy: SessionProxy, database_url: str, items_table: None
+) -> None:
+    own = create_async_engine(database_url)
+    _bind(proxy, own)
+    try:
+        async with proxy():
+            await proxy.read(select(items.c.name))
+            assert proxy.session.in_transaction()  # the read made the session
+    finally:
+        await own.dispose()
 
 
 async def test_a_read_outside_any_unit_of_work_names_the_fix(
