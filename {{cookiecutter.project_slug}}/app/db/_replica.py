@@ -34,6 +34,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
+from ._errors import DatabaseUnavailableError
+
 __all__ = [
     "PRIMARY",
     "Replica",
@@ -139,8 +141,10 @@ class Replica:
         except Exception as exc:
             # A refused connection, or the driver's own error for a server that is starting
             # or shutting down; never a reason to fail a readiness probe. The class name
-            # only: driver messages can carry the host, user or URL.
-            state = f"down: unreachable ({type(exc).__name__})"
+            # only (the driver's, for a failed connect): driver messages can carry the
+            # host, user or URL.
+            name = exc.reason if isinstance(exc, DatabaseUnavailableError) else type(exc).__name__
+            state = f"down: unreachable ({name})"
         else:
             if not in_recovery:
                 state = "down: not in recovery, so not following the primary"

@@ -5,7 +5,7 @@ import sqlalchemy.exc
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
-from app.db import DatabaseUnavailableError, PoolTimeoutError, create_engine
+from app.db import DatabaseUnavailableError, PoolTimeoutError, Replica, create_engine
 from tests.api.test_health import SECRET_PASSWORD, unreachable_url
 
 
@@ -41,3 +41,15 @@ async def test_an_error_of_a_statement_keeps_its_own_type(database_url: str) -> 
     finally:
         await engine.dispose()
     assert not isinstance(caught.value, DatabaseUnavailableError)
+
+
+@pytest.mark.postgresql
+async def test_a_replica_that_cannot_be_reached_is_down_naming_the_drivers_error(
+    database_url: str,
+) -> None:
+    replica = Replica(unreachable_url(database_url))
+    try:
+        state = await replica.check()
+    finally:
+        await replica.dispose()
+    assert state == "down: unreachable (ConnectionRefusedError)"
