@@ -7,10 +7,22 @@ from pydantic import BaseModel, ConfigDict, field_validator
 __all__ = ["PartialUpdate"]
 
 
+def _without_null(schema: dict[str, Any]) -> None:
+    """The body's JSON schema as the API takes it: each field may be left out, but is
+    never null, so neither `null` nor a default of null is offered."""
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
+        options = [option for option in field.pop("anyOf", []) if option != {"type": "null"}]
+        if len(options) == 1:
+            field.update(options[0])
+        elif options:
+            field["anyOf"] = options
+
+
 class PartialUpdate(BaseModel):
     """Declare each field as `X | None = None`; only the fields sent are validated."""
 
-    model_config = ConfigDict(str_strip_whitespace=True)
+    model_config = ConfigDict(str_strip_whitespace=True, json_schema_extra=_without_null)
 
     @field_validator("*", mode="before")
     @classmethod
