@@ -1,6 +1,7 @@
 """`db.read()`: one statement with no transaction where that is safe, the session elsewhere."""
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from app.db import (
 from tests.conftest import BEHIND_PGBOUNCER
 from tests.pools import queue_pool
 
-from .conftest import APPLICATION_NAME, CountingSession, Item, MakeApp, MakeClient, items
+from .conftest import CountingSession, Item, MakeApp, MakeClient, items
 
 # A standalone read behind PgBouncer in transaction mode could be prepared on one server
 # connection and run on another, so engines there do not allow them.
@@ -191,22 +192,29 @@ async def test_a_cancelled_read_gives_its_connection_back(
     # so the read must give its connection back without awaiting anything more.
     _bind(proxy, engine)
     scope = anyio.CancelScope()
+    marker = uuid.uuid4().hex
 
     async def sleep_in_the_database() -> None:
         with scope:
             async with proxy():
-                await proxy.read(text("SELECT pg_sleep(30)"))
+                await proxy.read(text(f"SELECT pg_sleep(30) AS slept_{marker}"))
 
     task = asyncio.create_task(sleep_in_the_database())
     async with engine.connect() as watcher:
-        for _ in range(100):  # at most 5 s for the sleep to reach the server
+        for _ in range(200):  # at most 10 s for the sleep to reach the server
+            if task.done():
+                await task  # it failed before the sleep began: show why
+            # The server is shared: other suites may be sleeping too, under this name.
             running = await watcher.scalar(
                 text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"
-                    " AND state = 'active' AND query LIKE 'SELECT pg_sleep%'"
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                    " AND pid <> pg_backend_pid() AND query LIKE :marked"
                 ),
-                {"name": APPLICATION_NAME},
+                {"marked": f"%{marker}%"},
             )
+            # A transaction sees the statistics of its first look at them: end it, so
+            # that the next look is a new one.
+            await watcher.rollback()
             if running:
                 break
             await asyncio.sleep(0.05)
