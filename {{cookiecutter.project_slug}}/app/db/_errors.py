@@ -86,8 +86,12 @@ class DatabaseUnavailableError(sqlalchemy.exc.OperationalError):
     timed-out socket, which is no DB-API error, and the DB-API errors of a failed connect.
     """
 
-    def __init__(self, orig: BaseException) -> None:
+    def __init__(self, orig: Exception) -> None:
         super().__init__(None, None, orig)
+
+    def __reduce__(self) -> tuple[type["DatabaseUnavailableError"], tuple[Exception | None]]:
+        # DBAPIError pickles its own constructor's arguments, which this one does not take.
+        return type(self), (self.orig,)
 
     @property
     def reason(self) -> str:

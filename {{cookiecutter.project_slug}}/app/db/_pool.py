@@ -86,8 +86,9 @@ def name_unavailable_databases(engine: AsyncEngine) -> None:
 def _unavailable(context: ExceptionContext) -> BaseException | None:
     # Without a connection, the error is the connect's; a failed pre-ping is the pool's
     # to handle (it reconnects), and a failed commit has a connection.
-    if context.connection is None and not context.is_pre_ping:
-        return DatabaseUnavailableError(context.original_exception)
+    original = context.original_exception
+    if context.connection is None and not context.is_pre_ping and isinstance(original, Exception):
+        return DatabaseUnavailableError(original)
     return None
 
 

@@ -1,5 +1,7 @@
 """A connection that cannot be opened is a `DatabaseUnavailableError`, whatever the driver."""
 
+import pickle
+
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import text
@@ -30,6 +32,8 @@ async def test_a_database_that_cannot_be_reached_is_named_with_the_fix(
     assert message.startswith("No connection to the database could be opened")
     assert "Check that the server is running" in message
     assert SECRET_PASSWORD not in message
+    # It crosses process boundaries (a job queue, a worker pool) as itself.
+    assert str(pickle.loads(pickle.dumps(error))) == message
 
 
 async def test_an_error_of_a_statement_keeps_its_own_type(database_url: str) -> None:
