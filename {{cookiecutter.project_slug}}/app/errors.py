@@ -156,6 +156,21 @@ async def _no_connection(
 async def _database_unavailable(request: Request, exc: DatabaseUnavailableError) -> JSONResponse:
     # Not a bug of the service's: one line for the operator, no traceback per request.
     logger.warning("the database is unavailable, answering 503: %s", exc)
+    return _retry_later(request)
+
+
+async def _database_error(request: Request, exc: sqlalchemy.exc.DBAPIError) -> JSONResponse:
+    if not exc.connection_invalidated:
+        raise exc  # the statement's own fault: the 500 of UnhandledErrorMiddleware
+    # The server or the network ended the connection mid-statement (a restart, a
+    # failover, an operator). Its transaction ended with it, so nothing of the request
+    # was written and a retry is safe. A connection lost during COMMIT fails in the
+    # session middleware instead, where the outcome is unknown: that stays a 500.
+    logger.warning("the connection to the database was lost, answering 503: %s", exc.orig)
+    return _retry_later(request)
+
+
+def _retry_later(request: Request) -> JSONResponse:
     message = "The database is unavailable; retry after the number of seconds in Retry-After."
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return error_response(request, 503, "database_unavailable", message, headers=headers)
@@ -226,5 +241,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(IntegrityError)(_integrity_error)
     app.exception_handler(CapacityError)(_no_connection)
     app.exception_handler(DatabaseUnavailableError)(_database_unavailable)
+    app.exception_handler(sqlalchemy.exc.DBAPIError)(_database_error)
     app.exception_handler(sqlalchemy.exc.TimeoutError)(_no_connection)
     app.exception_handler(Exception)(_unhandled)

@@ -41,8 +41,9 @@ DESCRIPTIONS = {
     409: "A unique value is already taken (`conflict`).",
     413: "The body is larger than MAX_REQUEST_BODY_BYTES (`content_too_large`).",
     422: "An input is not valid; `details` names each one (`validation_error`).",
-    503: "No database connection could be had: every one is busy (`database_busy`) or the "
-    "database is down or unreachable (`database_unavailable`); retry after Retry-After.",
+    503: "No database connection could be had: every one is busy (`database_busy`), or the "
+    "database is down, unreachable or lost the connection (`database_unavailable`); retry "
+    "after Retry-After.",
 }
 
 _RETRY_AFTER = {
