@@ -148,15 +148,13 @@ async def _no_connection(
     # The layer's engines raise PoolTimeoutError, a CapacityError, when the pool stays
     # full for its whole timeout; an engine made elsewhere raises SQLAlchemy's own.
     logger.warning("no database connection for the request: %s", exc)
-    message = "The service is busy; retry after the number of seconds in Retry-After."
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    return error_response(request, 503, "database_busy", message, headers=headers)
+    return _retry_later(request, "database_busy", "The service is busy")
 
 
 async def _database_unavailable(request: Request, exc: DatabaseUnavailableError) -> JSONResponse:
     # Not a bug of the service's: one line for the operator, no traceback per request.
     logger.warning("the database is unavailable, answering 503: %s", exc)
-    return _retry_later(request)
+    return _retry_later(request, "database_unavailable", "The database is unavailable")
 
 
 async def _database_error(request: Request, exc: sqlalchemy.exc.DBAPIError) -> JSONResponse:
@@ -167,13 +165,14 @@ async def _database_error(request: Request, exc: sqlalchemy.exc.DBAPIError) -> J
     # was written and a retry is safe. A connection lost during COMMIT fails in the
     # session middleware instead, where the outcome is unknown: that stays a 500.
     logger.warning("the connection to the database was lost, answering 503: %s", exc.orig)
-    return _retry_later(request)
+    return _retry_later(request, "database_unavailable", "The database is unavailable")
 
 
-def _retry_later(request: Request) -> JSONResponse:
-    message = "The database is unavailable; retry after the number of seconds in Retry-After."
+def _retry_later(request: Request, code: str, why: str) -> JSONResponse:
+    """The 503 of a database the request could not use now, and when to try again."""
+    message = f"{why}; retry after the number of seconds in Retry-After."
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    return error_response(request, 503, "database_unavailable", message, headers=headers)
+    return error_response(request, 503, code, message, headers=headers)
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -40,7 +40,7 @@ class _TypedErrors(Pool):
         # Engine.raw_connection() checks out through here, ORM flushes included.
         try:
             return super().connect()
-        except (PoolTimeoutError, DatabaseUnavailableError):
+        except PoolTimeoutError:
             raise
         except sqlalchemy.exc.TimeoutError as exc:
             raise PoolTimeoutError(
