@@ -10,6 +10,7 @@ from sqlalchemy import URL
 
 from app.api.openapi import document_errors
 from app.api.routes import routers
+from app.api.routing import include_routers
 {%- if cookiecutter.second_database == "yes" %}
 from app.audit import AuditMiddleware
 {%- endif %}
@@ -91,8 +92,7 @@ def create_app(
     app.state.engines = engines
     app.state.readiness = readiness
     app.state.replica = replica
-    for router in routers():
-        app.include_router(router)
+    include_routers(app, routers())
     install_error_handlers(app)
     document_errors(app)
     # Innermost, so that the session middlewares see its 413 and roll back.

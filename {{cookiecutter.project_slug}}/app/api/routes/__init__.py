@@ -11,8 +11,8 @@ __all__ = ["routers"]
 def routers() -> list[APIRouter]:
     """The `router` of every module here, in module-name order.
 
-    Declare it with `app.api.routing.APIRouter` and a prefix of its own: requests for
-    the other routers then pass it by without trying its routes.
+    Give it a prefix of its own: `app.api.routing.include_routers()` then tries its
+    routes only for requests whose path holds that prefix.
 
     Adding a module adds its routes; deleting one (as the template does for the parts
     you did not ask for) removes them, with no list to keep in step.

@@ -22,11 +22,10 @@ Every route here answers 401 unless the request carries `Authorization: Bearer
 import uuid
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 
 from app.api.deps import PageDep, SessionDep, require_admin
-from app.api.routing import APIRouter
 from app.audit import AuditSessionDep, record
 from app.errors import NotFoundError
 from app.models.audit_entry import AuditEntry

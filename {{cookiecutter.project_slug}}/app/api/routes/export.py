@@ -40,14 +40,13 @@ from json.encoder import encode_basestring_ascii
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Query
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Select, Text, bindparam, func, literal_column, select
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from app.api.deps import SettingsDep
-from app.api.routing import APIRouter
 from app.db import INCLUDE_DELETED, db
 from app.models.note import Note
 from app.models.user import User

@@ -1,9 +1,8 @@
 """Health checks for load balancers and orchestrators."""
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.api.routing import APIRouter
 from app.readiness import READY, Readiness
 
 __all__ = ["router"]

@@ -10,12 +10,11 @@ soft-delete filter hides once deleted, so those notes are neither listed nor fou
 
 import uuid
 
-from fastapi import Response
+from fastapi import APIRouter, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import IntegerId, PageDep, SessionDep
-from app.api.routing import APIRouter
 from app.errors import NotFoundError
 from app.models.note import Note
 from app.models.user import User

@@ -17,10 +17,9 @@ Use it for reads that are hot and simple; keep the ORM for everything that chang
 
 import uuid
 
-from fastapi import Response
+from fastapi import APIRouter, Response
 from sqlalchemy import bindparam, select
 
-from app.api.routing import APIRouter
 from app.db import INCLUDE_DELETED, db
 from app.errors import NotFoundError
 from app.models.user import User

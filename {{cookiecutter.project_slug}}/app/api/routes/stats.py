@@ -11,10 +11,10 @@ A deleted user's notes leave every count, as they leave the lists.
 from datetime import timedelta
 from typing import Any
 
+from fastapi import APIRouter
 from sqlalchemy import ColumnElement, Select, func, select
 
 from app.api.deps import SettingsDep
-from app.api.routing import APIRouter
 from app.db import INCLUDE_DELETED, db, utc_now
 from app.models.note import Note
 from app.models.user import User

@@ -8,12 +8,11 @@ route here commits by hand.
 
 import uuid
 
-from fastapi import Response
+from fastapi import APIRouter, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import PageDep
-from app.api.routing import APIRouter
 from app.db import INCLUDE_DELETED, db
 from app.errors import ConflictError, NotFoundError, is_unique_violation
 from app.models.note import Note
