@@ -59,7 +59,7 @@ def _indexable_routes(router: APIRouter) -> list[APIRoute] | None:
     if not router.prefix or "{" in router.prefix:
         return None
     routes = [route for route in router.routes if type(route) is APIRoute]
-    if len(routes) != len(router.routes) or any(route.max_body_size is not None for route in routes):
+    if len(routes) < len(router.routes) or any(r.max_body_size is not None for r in routes):
         return None
     return routes
 

@@ -40,7 +40,7 @@ from ._errors import (
     SessionFinalizedError,
     SessionNotInitialisedError,
 )
-from ._listeners import NORMALIZE
+from ._listeners import NORMALIZE, normalized
 from ._middleware import SQLAlchemyMiddleware, create_middleware_and_session_proxy
 from ._mixins import INCLUDE_DELETED, CreatedAtMixin, SoftDeleteMixin, TimestampMixin, utc_now
 from ._pool import has_free_connection, pool_capacity
@@ -105,6 +105,7 @@ __all__ = [
     "fetch_page",
     "get_session",
     "has_free_connection",
+    "normalized",
     "pool_capacity",
     "session_dependency",
     "to_async_url",

@@ -11,13 +11,16 @@ are ordinary synchronous listeners on mappers and on the sync session class:
   `SoftDeleteMixin` model is mapped, statements are left as they are, so an app without
   soft deletion pays nothing for the filter.
 
+`normalized()` applies the same normalisers to the values of a Core `insert()` or
+`update()`, which no ORM listener sees.
+
 The mapper listeners are registered when this module is imported, before any model is
 mapped; the session listener by `install_session_listeners()`, which
 `create_session_factory()` calls for the session class it uses.
 """
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Executable, event, inspect
@@ -26,7 +29,7 @@ from sqlalchemy.orm import Mapper, ORMExecuteState, Session, with_loader_criteri
 from ._base import Base
 from ._mixins import INCLUDE_DELETED, SoftDeleteMixin, TimestampMixin, utc_now
 
-__all__ = ["NORMALIZE", "LayerSession", "install_session_listeners"]
+__all__ = ["NORMALIZE", "LayerSession", "install_session_listeners", "normalized"]
 
 # The key in a column's `info` that names its normaliser, a function str -> str.
 NORMALIZE = "normalize"
@@ -48,16 +51,24 @@ def install_session_listeners(session_class: type[Session]) -> None:
         event.listen(session_class, "do_orm_execute", _hide_soft_deleted)
 
 
+def normalized(model: type[Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` as the ORM would store them in `model`'s table: each string of a column
+    named in `info={NORMALIZE: function}` passed through its function.
+
+    The ORM's listeners normalise the rows it flushes; a Core `insert()` or `update()`
+    never reaches them, so its values go through this first. `values` is keyed by
+    column, as such a statement takes them; the rest pass unchanged.
+    """
+    result = dict(values)
+    for key, normalize in _normalizers_of(inspect(model))[1]:
+        value = result.get(key)
+        if isinstance(value, str):
+            result[key] = normalize(value)
+    return result
+
+
 def _normalize(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-    normalizers = _normalizers.get(mapper)
-    if normalizers is None:
-        # A mapper's columns are fixed once it is configured, and it is configured before
-        # its first flush: look them up once, not on every row.
-        normalizers = _normalizers[mapper] = tuple(
-            (attribute.key, attribute.columns[0].info[NORMALIZE])
-            for attribute in mapper.column_attrs
-            if NORMALIZE in attribute.columns[0].info
-        )
+    normalizers = _normalizers_of(mapper)[0]
     if not normalizers:
         return
     loaded = inspect(target).dict
@@ -67,8 +78,29 @@ def _normalize(mapper: Mapper[Any], connection: Connection, target: Any) -> None
             setattr(target, key, normalize(value))
 
 
-# Each mapper's normalised columns: (attribute key, function) pairs, filled by _normalize.
-_normalizers: dict[Mapper[Any], tuple[tuple[str, Callable[[str], str]], ...]] = {}
+_Normalizers = tuple[tuple[str, Callable[[str], str]], ...]
+
+
+def _normalizers_of(mapper: Mapper[Any]) -> tuple[_Normalizers, _Normalizers]:
+    """The normalised columns of `mapper` as (key, function) pairs, keyed by attribute and
+    by column; worked out once per mapper, whose columns are fixed once it is configured
+    (before its first flush or `inspect()`)."""
+    found = _normalizers.get(mapper)
+    if found is None:
+        columns = [
+            (attribute.key, attribute.columns[0])
+            for attribute in mapper.column_attrs
+            if NORMALIZE in attribute.columns[0].info
+        ]
+        found = _normalizers[mapper] = (
+            tuple((key, column.info[NORMALIZE]) for key, column in columns),
+            tuple((column.key, column.info[NORMALIZE]) for _, column in columns),
+        )
+    return found
+
+
+# Each mapper's normalisers, filled by _normalizers_of.
+_normalizers: dict[Mapper[Any], tuple[_Normalizers, _Normalizers]] = {}
 
 
 def _touch(mapper: Mapper[Any], connection: Connection, target: TimestampMixin) -> None:

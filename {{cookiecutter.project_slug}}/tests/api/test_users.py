@@ -5,7 +5,7 @@ import uuid
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.routes.users import WELCOME_BODY, WELCOME_TITLE
@@ -48,14 +48,16 @@ async def test_create_writes_the_welcome_note_in_the_same_transaction(
 async def test_a_welcome_note_that_cannot_be_written_leaves_no_user_and_no_201(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
-    def fail(*_: object) -> None:
-        raise RuntimeError("the disk is full")
+    def fail(_: object, __: object, statement: str, *___: object) -> None:
+        if statement.startswith("INSERT INTO notes"):
+            raise RuntimeError("the disk is full")
 
-    event.listen(Note, "before_insert", fail)
+    # The user's INSERT has run by then, in the request's transaction.
+    event.listen(Engine, "before_cursor_execute", fail)
     try:
         response = await client.post("/users", json={"email": "lo@example.com", "username": "lo"})
     finally:
-        event.remove(Note, "before_insert", fail)
+        event.remove(Engine, "before_cursor_execute", fail)
 
     assert response.status_code == 500
     assert (await session.scalars(select(User).where(User.username == "lo"))).all() == []

@@ -12,7 +12,8 @@ missing or deleted user) with less work per request:
 - the row goes straight into the response model, validated once, and the model's own
   serializer writes the body: FastAPI neither validates it again nor encodes it itself.
 
-Use it for reads that are hot and simple; keep the ORM for everything that changes rows.
+Use it for reads that are hot and simple; keep the ORM for changes to existing rows
+(`POST /users` in routes/users.py is the fast path for a hot insert).
 """
 
 import uuid
