@@ -21,6 +21,7 @@ import uuid
 from fastapi import APIRouter, Response
 from sqlalchemy import bindparam, select
 
+from app.api.responses import json_response
 from app.db import INCLUDE_DELETED, db
 from app.errors import NotFoundError
 from app.models.user import User
@@ -46,5 +47,4 @@ async def read_profile(user_id: uuid.UUID) -> Response:
     row = result.mappings().one_or_none()
     if row is None:
         raise NotFoundError(f"There is no user with id {user_id}.")
-    body = UserRead.__pydantic_serializer__.to_json(UserRead.model_validate(dict(row)))
-    return Response(body, media_type="application/json")
+    return json_response(UserRead.model_validate(dict(row)))

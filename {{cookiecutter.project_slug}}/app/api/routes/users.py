@@ -14,6 +14,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import PageDep
+from app.api.responses import json_response
 from app.db import INCLUDE_DELETED, db, normalized
 from app.errors import ConflictError, NotFoundError, is_unique_violation
 from app.models.note import Note
@@ -73,8 +74,7 @@ async def create_user(body: UserCreate) -> Response:
     # all, before the 201 goes out. A background task after the response could fail with
     # nobody to tell: the client would have its 201 and the note would be lost.
     await connection.execute(_INSERT_WELCOME_NOTE, {"user_id": user["id"]})
-    body_json = UserRead.__pydantic_serializer__.to_json(UserRead.model_validate(user))
-    return Response(body_json, status_code=201, media_type="application/json")
+    return json_response(UserRead.model_validate(user), status_code=201)
 
 
 @router.get("")
@@ -91,19 +91,19 @@ async def list_users(page: PageDep) -> Page[UserRead]:
     )
 
 
-@router.get("/{user_id}", responses=error_responses(404))
-async def read_user(user_id: uuid.UUID) -> UserRead:
-    return UserRead.model_validate(await _get_user(user_id))
+@router.get("/{user_id}", response_model=UserRead, responses=error_responses(404))
+async def read_user(user_id: uuid.UUID) -> Response:
+    return json_response(UserRead.model_validate(await _get_user(user_id)))
 
 
-@router.patch("/{user_id}", responses=error_responses(404, 409))
-async def update_user(user_id: uuid.UUID, body: UserUpdate) -> UserRead:
+@router.patch("/{user_id}", response_model=UserRead, responses=error_responses(404, 409))
+async def update_user(user_id: uuid.UUID, body: UserUpdate) -> Response:
     """Change only the fields present in the body."""
     user = await _get_user(user_id)
     for field, value in body.changes().items():
         setattr(user, field, value)
     await _flush_or_conflict()
-    return UserRead.model_validate(user)
+    return json_response(UserRead.model_validate(user))
 
 
 @router.delete("/{user_id}", status_code=204, responses=error_responses(404))
