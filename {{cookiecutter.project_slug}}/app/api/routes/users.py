@@ -77,10 +77,10 @@ async def create_user(body: UserCreate) -> Response:
     return json_response(UserRead.model_validate(user), status_code=201)
 
 
-@router.get("")
-async def list_users(page: PageDep) -> Page[UserRead]:
+@router.get("", response_model=Page[UserRead])
+async def list_users(page: PageDep) -> Response:
     """Users by creation time, oldest first, a page at a time; `?count=` adds a total."""
-    return await read_page(
+    users = await read_page(
         db,
         _LISTED,
         page,
@@ -89,6 +89,7 @@ async def list_users(page: PageDep) -> Page[UserRead]:
         cursor=LIST_CURSOR,
         estimate_from=User.__table__,
     )
+    return json_response(users)
 
 
 @router.get("/{user_id}", response_model=UserRead, responses=error_responses(404))
