@@ -122,8 +122,9 @@ async def test_a_request_that_reads_and_writes_is_one_trace_with_its_statements(
     request = request_span(spans, "POST /users")
     assert (request.attributes or {})[REQUEST_ID_ATTRIBUTE] == response.headers["X-Request-ID"]
     sql = statements(children(spans, request))
-    assert any(statement.startswith("INSERT INTO users") for statement in sql), sql
-    assert any(statement.startswith("INSERT INTO notes") for statement in sql), sql
+    # Two statements, or on PostgreSQL one that writes both rows.
+    assert any("INSERT INTO users" in statement for statement in sql), sql
+    assert any("INSERT INTO notes" in statement for statement in sql), sql
     [line] = [line for line in request_lines(caplog) if line["path"] == "/users"]
     assert line[TRACE_ID_FIELD] == trace_id_of(request)
     assert line["request_id"] == response.headers["X-Request-ID"]
@@ -143,7 +144,7 @@ async def test_a_failed_statement_is_traced_without_the_row_values(
 
     assert (first.status_code, again.status_code) == (201, 409)
     [failed] = [span for span in spans if span.status.status_code is StatusCode.ERROR]
-    assert statements([failed])[0].startswith("INSERT INTO users")
+    assert "INSERT INTO users" in statements([failed])[0]
     assert failed.status.description  # it says why: the constraint, the driver's words
     # MySQL and MariaDB quote the row in their message ("Duplicate entry ..."); spans must not.
     for span in spans:

@@ -1,6 +1,7 @@
 """The /users resource: create, read, list, update and soft delete, written with db.session."""
 
 import uuid
+from datetime import datetime
 
 import httpx
 import pytest
@@ -30,7 +31,10 @@ async def test_create_returns_the_user_and_stores_it_normalised(
     assert body["username"] == "ada"
     stored = await session.get(User, uuid.UUID(body["id"]))
     assert stored is not None
-    assert stored.full_name == "Ada L."
+    # The columns' defaults, filled in for the Core INSERT as a flush would.
+    assert (stored.email, stored.full_name, stored.preferences) == ("ada@example.com", "Ada L.", {})
+    assert stored.deleted_at is None
+    assert datetime.fromisoformat(body["created_at"]) == stored.created_at
 
 
 async def test_create_writes_the_welcome_note_in_the_same_transaction(
@@ -42,17 +46,22 @@ async def test_create_writes_the_welcome_note_in_the_same_transaction(
     notes = await session.scalars(
         select(Note).where(Note.user_id == uuid.UUID(response.json()["id"]))
     )
-    assert [(note.title, note.body) for note in notes] == [(WELCOME_TITLE, WELCOME_BODY)]
+    [note] = notes.all()
+    assert (note.title, note.body, note.deleted_at) == (WELCOME_TITLE, WELCOME_BODY, None)
+    # Stamped with the user's creation time.
+    created_at = datetime.fromisoformat(response.json()["created_at"])
+    assert note.created_at == note.updated_at == created_at
 
 
 async def test_a_welcome_note_that_cannot_be_written_leaves_no_user_and_no_201(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     def fail(_: object, __: object, statement: str, *___: object) -> None:
-        if statement.startswith("INSERT INTO notes"):
+        if "INSERT INTO notes" in statement:
             raise RuntimeError("the disk is full")
 
-    # The user's INSERT has run by then, in the request's transaction.
+    # Where the note has a statement of its own, the user's has run by then, in the
+    # request's transaction; on PostgreSQL one statement writes both.
     event.listen(Engine, "before_cursor_execute", fail)
     try:
         response = await client.post("/users", json={"email": "lo@example.com", "username": "lo"})
