@@ -60,8 +60,8 @@ class UnitOfWork:
         else:
             # Without a transaction (the app committed or rolled back itself) the session
             # holds no connection: ending it sends nothing to the database, so it needs
-            # no shield. Should a commit listener query and be cancelled, end_session's
-            # error path still closes the session through the shield.
+            # no task of its own. Should a commit listener query and be cancelled,
+            # end_session's error path still closes the session through the shield.
             await end_session(session, commit=commit)
 
     async def discard(self) -> None:

@@ -39,31 +39,6 @@ async def test_cancelled_error_reaches_the_caller_unchanged_after_cleanup() -> N
     assert steps == [0, 1, 2, 3, 4]
 
 
-async def test_cleanup_that_only_yields_the_loop_also_finishes_and_returns_its_value() -> None:
-    async def yielding() -> str:
-        for _ in range(3):
-            await asyncio.sleep(0)  # a bare yield, no future to wait for
-        return "done"
-
-    with anyio.CancelScope() as scope:
-        scope.cancel()
-        assert await shielded(yielding()) == "done"
-    assert scope.cancelled_caught
-    assert await shielded(yielding()) == "done"
-
-
-async def test_a_cleanup_that_fails_raises_its_error_and_runs_in_the_callers_task() -> None:
-    caller = asyncio.current_task()
-
-    async def failing() -> None:
-        assert asyncio.current_task() is caller  # no task of its own
-        await asyncio.sleep(0.01)
-        raise OSError("connection reset")
-
-    with pytest.raises(OSError, match="connection reset"):
-        await shielded(failing())
-
-
 async def test_quietly_logs_a_failing_cleanup_instead_of_raising(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -206,12 +206,12 @@ async def test_original_exception_wins_when_cleanup_fails(
     assert queue_pool(engine).checkedout() == 0
 
 
-async def test_ending_a_session_starts_no_task_whether_or_not_the_route_committed(
+async def test_only_a_session_still_in_a_transaction_is_ended_in_a_task_of_its_own(
     make_app: MakeApp, proxy: SessionProxy, engine: AsyncEngine
 ) -> None:
-    # The shield steps the cleanup in the request's own task: a task of its own cost an
-    # extra turn of the event loop per request. The row is kept either way and the
-    # connection is back in the pool (the cancellation tests show the shield holding).
+    # The shield's task keeps a cancellation from cutting a rollback or commit short.
+    # A route that committed itself leaves nothing to cut short, so its request ends
+    # without one; either way the row is kept and the connection is back in the pool.
     app = make_app(commit_on_exit=True)
 
     @app.get("/committed")
@@ -239,12 +239,14 @@ async def test_ending_a_session_starts_no_task_whether_or_not_the_route_committe
     loop.set_task_factory(counting_factory)
     try:
         committed_start = (await call(app, "/committed"))[0]
+        tasks_for_committed = list(started)
         pending_start = (await call(app, "/pending"))[0]
     finally:
         loop.set_task_factory(default_factory)
 
     assert (committed_start["status"], pending_start["status"]) == (200, 200)
-    assert started == []
+    assert tasks_for_committed == []
+    assert started == ["end_session"]
     assert queue_pool(engine).checkedout() == 0
     assert await names(engine) == ["committed by the route", "committed on exit"]
 
