@@ -35,7 +35,9 @@ def include_routers(app: FastAPI, routers: Iterable[APIRouter]) -> None:
     A router without a fixed prefix (none, or one with a path parameter), or with a route
     other than a plain `APIRoute` (a websocket, a mount, a body limit of its own), is
     included with `app.include_router()` instead, and searched as FastAPI searches it.
-    Call it once per app, before the app serves.
+    The routes found by prefix are tried before those added to the app in other ways,
+    whatever the order they were added in: give a route of the app's own a path that no
+    router's route also matches. Call it once per app, before the app serves.
     """
     index: list[tuple[str, Sequence[APIRoute]]] = []
     for router in routers:
