@@ -193,12 +193,18 @@ class PeriodicJob:
                 raise  # our caller is being cancelled too, not only the job
 
     async def _loop(self) -> None:
+        task = asyncio.current_task()
         while True:
             await asyncio.sleep(self.interval)
             try:
                 await self.work()
             except Exception:
                 logger.exception("job %s failed; it runs again in %g s", self.name, self.interval)
+            if task is not None and task.cancelling():
+                # stop() cancelled the run, and the run's cleanup raised an error of its
+                # own in the CancelledError's place (a statement on the connection the
+                # cancellation broke): end, as stop() asked, instead of running on.
+                raise asyncio.CancelledError
 
 
 @asynccontextmanager

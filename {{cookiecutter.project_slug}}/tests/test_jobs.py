@@ -157,6 +157,34 @@ async def test_stopping_mid_run_rolls_the_run_back(session: AsyncSession) -> Non
     assert await stored_titles(session) == []
 
 
+async def test_stopping_ends_the_job_even_when_the_run_turns_the_cancellation_into_an_error() -> (
+    None
+):
+    # A run cancelled mid-statement can fail again in its cleanup (on MariaDB: releasing
+    # the lock on a connection the cancellation broke raised PendingRollbackError), which
+    # replaces the CancelledError. The job must still end, not run on and hold shutdown.
+    started = asyncio.Event()
+    runs = 0
+
+    async def breaks_on_cancel() -> None:
+        nonlocal runs
+        runs += 1
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            raise RuntimeError("Can't reconnect until invalid transaction is rolled back")
+
+    job = PeriodicJob(breaks_on_cancel, interval=0.001, name="broken")
+    job.start()
+    await started.wait()
+    async with asyncio.timeout(5):
+        await job.stop()
+
+    assert not job.running
+    assert runs == 1
+
+
 async def test_the_lifespan_starts_the_purge_job_and_stops_it(app: FastAPI) -> None:
     async with serve(app) as client:
         assert (await client.get("/health/live")).status_code == 200
