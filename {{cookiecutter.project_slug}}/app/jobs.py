@@ -194,16 +194,21 @@ class PeriodicJob:
 
     async def _loop(self) -> None:
         task = asyncio.current_task()
+        assert task is not None  # start() runs this loop as a task
         while True:
             await asyncio.sleep(self.interval)
             try:
                 await self.work()
             except Exception:
-                logger.exception("job %s failed; it runs again in %g s", self.name, self.interval)
-            if task is not None and task.cancelling():
+                if not task.cancelling():
+                    logger.exception(
+                        "job %s failed; it runs again in %g s", self.name, self.interval
+                    )
+            if task.cancelling():
                 # stop() cancelled the run, and the run's cleanup raised an error of its
                 # own in the CancelledError's place (a statement on the connection the
-                # cancellation broke): end, as stop() asked, instead of running on.
+                # cancellation broke): no failure of the job's, and the end that stop()
+                # asked for, instead of running on.
                 raise asyncio.CancelledError
 
 
