@@ -110,8 +110,8 @@ def test_compose_starts_databases_then_the_migration_then_the_app(project: Path)
     databases = DATABASE_SERVICES & set(services)
     migrate = services["migrate"]
 
-    assert migrate["command"] == ["python", "-m", "app.migrate", "upgrade"]
-    assert _module_exists(project, "app.migrate")
+    assert migrate["command"] == ["python", "-m", "app.ops.migrate", "upgrade"]
+    assert _module_exists(project, "app.ops.migrate")
     assert migrate["restart"] == "no"
     assert migrate.get("depends_on", {}) == {
         name: {"condition": "service_healthy"} for name in databases
@@ -256,7 +256,7 @@ def test_health_checks_pass_once_the_app_is_ready(tmp_path: Path) -> None:
         assert _probe(dockerfile_check, port).returncode == 0
         assert _probe(compose_check[1:], port).returncode != 0
 
-        migrated = run("python", "-m", "app.migrate", "upgrade", cwd=project)
+        migrated = run("python", "-m", "app.ops.migrate", "upgrade", cwd=project)
         assert migrated.returncode == 0, migrated.stderr
         assert _probe(compose_check[1:], port).returncode == 0, log.read_text()[-3000:]
     finally:
@@ -281,7 +281,7 @@ def test_the_images_files_install_from_the_lock_and_serve(tmp_path: Path) -> Non
     """Replay the Dockerfile's stages in a folder, with uv, and serve what the image holds.
 
     The build stage's files and its two `uv sync` steps make the virtualenv; then only
-    the virtualenv and the runtime stage's files stay, and `python -m app.migrate
+    the virtualenv and the runtime stage's files stay, and `python -m app.ops.migrate
     upgrade` and the image's command must work from those alone, in an environment
     that holds nothing but the image's variables and the app's settings.
     """
@@ -328,7 +328,7 @@ def test_the_images_files_install_from_the_lock_and_serve(tmp_path: Path) -> Non
         "SECRET_KEY": "a-secret-from-env",
     }
     migrated = subprocess.run(
-        ["python", "-m", "app.migrate", "upgrade"],
+        ["python", "-m", "app.ops.migrate", "upgrade"],
         cwd=srv,
         env=env,
         capture_output=True,

@@ -82,7 +82,7 @@ def test_no_request_gets_a_server_error_or_an_undocumented_status(
     with new_database(server, "fuzz") as database:
         database_url = database.render_as_string(hide_password=False)
         env = {"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
-        migrated = run(BIN / "python", "-m", "app.migrate", "upgrade", cwd=project, env=env)
+        migrated = run(BIN / "python", "-m", "app.ops.migrate", "upgrade", cwd=project, env=env)
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
         with _serving(project, {**os.environ, **env}, tmp_path / "uvicorn.log") as base:
             result = run(

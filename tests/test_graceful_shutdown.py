@@ -1,6 +1,6 @@
 """SIGTERM with a stalled export reader and a download in flight: a bounded, clean exit.
 
-A baked service on PostgreSQL runs under `python -m app.serve`, the image's command, with
+A baked service on PostgreSQL runs under `python -m app.ops.serve`, the image's command, with
 its default graceful timeout. One client never reads its export; another is downloading
 the export when SIGTERM arrives. The download must complete, the process must exit 0
 within the timeout plus a margin, and no backend may be left `idle in transaction`,
@@ -34,12 +34,12 @@ STARTUP_DEADLINE = 30
 
 
 def _graceful_timeout(project: Path) -> int:
-    """The graceful timeout that `python -m app.serve` (the image's command) and make use."""
+    """The graceful timeout that `python -m app.ops.serve` (the image's command) and make use."""
     makefile = (project / "Makefile").read_text()
     found = re.search(r"^GRACEFUL_TIMEOUT \?= (\d+)$", makefile, re.MULTILINE)
     assert found is not None, "the Makefile sets no GRACEFUL_TIMEOUT"
     assert "--timeout-graceful-shutdown $(GRACEFUL_TIMEOUT)" in makefile  # make dev
-    show = "from app.serve import ServerOptions; print(ServerOptions.from_environment({}))"
+    show = "from app.ops.serve import ServerOptions; print(ServerOptions.from_environment({}))"
     default = run("python", "-c", show, cwd=project)
     assert f"graceful_timeout={found.group(1)}," in default.stdout, default.stdout + default.stderr
     return int(found.group(1))
@@ -126,7 +126,7 @@ def test_sigterm_finishes_downloads_and_exits_within_the_graceful_timeout(
     with new_database(server.render_as_string(hide_password=False), "graceful") as database:
         url = database.set(drivername="postgresql").render_as_string(hide_password=False)
         env = {"DATABASE_URL": url, "EXPORT_SEND_TIMEOUT": "60"}
-        migrated = run("python", "-m", "app.migrate", "upgrade", cwd=project, env=env)
+        migrated = run("python", "-m", "app.ops.migrate", "upgrade", cwd=project, env=env)
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
         asyncio.run(_seed(url))
 
@@ -137,7 +137,7 @@ def test_sigterm_finishes_downloads_and_exits_within_the_graceful_timeout(
             # graceful shutdown: tests/test_rolling_restart.py covers the drain.
             server_env = {"PORT": str(port), "WEB_CONCURRENCY": "1", "DRAIN_DELAY": "0"}
             service = subprocess.Popen(
-                [BIN / "python", "-m", "app.serve"],
+                [BIN / "python", "-m", "app.ops.serve"],
                 cwd=project,
                 env={**os.environ, **env, **server_env},
                 stdout=output,

@@ -2,7 +2,7 @@
 
 The baked suite runs through it: TEST_DATABASE_URL leads to PgBouncer, whose pool is
 small enough for a server other test processes share, and TEST_DATABASE_DIRECT_URL to
-the server, for creating databases and for the migration tests (as `app.migrate` goes
+the server, for creating databases and for the migration tests (as `app.ops.migrate` goes
 around the pooler). The tests that hold only on a connection of their own carry the
 `direct_connection` marker with their reason; their number is pinned here, so that
 none is skipped unseen.
@@ -10,7 +10,7 @@ none is skipped unseen.
 PgBouncer comes from Debian's package (`.ci/run` installs it) and runs on a free loopback
 port in front of the PostgreSQL server of TEST_DATABASE_URL (tests/pgbouncer.py). On the
 PostgreSQL bake with both databases and the example API, what `make serve` runs
-(`python -m app.migrate upgrade` over DATABASE_DIRECT_URL, then `python -m app.serve`)
+(`python -m app.ops.migrate upgrade` over DATABASE_DIRECT_URL, then `python -m app.ops.serve`)
 with 4 workers answers 40 concurrent clients for 20 s of reads, lists and inserts
 without one error, while PgBouncer's pool is smaller than the workers' pools would be:
 no 500, no "prepared statement does not exist", no "already exists" in the log.
@@ -110,7 +110,7 @@ def test_four_workers_answer_forty_clients_through_pgbouncer_without_an_error(
             "DATABASE_DIRECT_URL": _url(main),
             "AUDIT_DATABASE_DIRECT_URL": _url(audit),
         }
-        migrated = run("python", "-m", "app.migrate", "upgrade", cwd=project, env=env)
+        migrated = run("python", "-m", "app.ops.migrate", "upgrade", cwd=project, env=env)
         assert migrated.returncode == 0, migrated.stderr
         assert "login attempt" not in pooler.log.read_text()  # migrations went around it
 
@@ -119,7 +119,7 @@ def test_four_workers_answer_forty_clients_through_pgbouncer_without_an_error(
         serve_env = {**env, "PORT": str(port), "WEB_CONCURRENCY": str(WORKERS), "DRAIN_DELAY": "0"}
         with server_log.open("wb") as sink:
             process = subprocess.Popen(
-                [BIN / "python", "-m", "app.serve"],
+                [BIN / "python", "-m", "app.ops.serve"],
                 cwd=project,
                 env={**os.environ, **serve_env},
                 stdout=sink,

@@ -159,7 +159,7 @@ def test_a_service_reads_from_the_replica_and_loses_no_request_when_it_stops(
             # Long enough that pausing the replay below does not take the replica out of use.
             "DATABASE_REPLICA_MAX_LAG": "3600",
         }
-        migrated = run("python", "-m", "app.migrate", "upgrade", cwd=project, env=env)
+        migrated = run("python", "-m", "app.ops.migrate", "upgrade", cwd=project, env=env)
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
 
         port = free_port()

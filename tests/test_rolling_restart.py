@@ -1,4 +1,4 @@
-"""A rolling restart of `python -m app.serve` under load: no request fails.
+"""A rolling restart of `python -m app.ops.serve` under load: no request fails.
 
 A baked service on an SQLite file runs two workers. Clients send requests without
 pause, each on a new connection, the way a load balancer does: only while the
@@ -155,7 +155,7 @@ def _start(project: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     }
     with log.open("w") as output:
         return subprocess.Popen(
-            [BIN / "python", "-m", "app.serve"],
+            [BIN / "python", "-m", "app.ops.serve"],
             cwd=project,
             env=env,
             stdout=output,
@@ -179,7 +179,7 @@ def _wait_until_refused(port: int, deadline: float) -> None:
 
 def test_a_rolling_restart_under_load_fails_no_request(bake: Bake, tmp_path: Path) -> None:
     project = bake(database="sqlite")
-    migrated = run("python", "-m", "app.migrate", "upgrade", cwd=project)
+    migrated = run("python", "-m", "app.ops.migrate", "upgrade", cwd=project)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     _seed(project / "my-service.db")
 

@@ -37,7 +37,7 @@ def _json_lines(output: str) -> tuple[list[dict[str, Any]], list[str]]:
 
 def test_a_500_keeps_the_connection_and_is_logged_once_as_json(bake: Bake, tmp_path: Path) -> None:
     project = bake()
-    migrated = run(BIN / "python", "-m", "app.migrate", "upgrade", cwd=project)
+    migrated = run(BIN / "python", "-m", "app.ops.migrate", "upgrade", cwd=project)
     assert migrated.returncode == 0, migrated.stderr
     (project / "probe.py").write_text(PROBE)
     port = free_port()
@@ -74,7 +74,7 @@ def test_a_500_keeps_the_connection_and_is_logged_once_as_json(bake: Bake, tmp_p
     assert plain == []
     the_500 = [line for line in lines if line["request_id"] == "probe-500"]
     assert [(line["logger"], line["level"]) for line in the_500] == [
-        ("app.errors", "ERROR"),
+        ("app.web.errors", "ERROR"),
         ("uvicorn.access", "INFO"),
         ("app.requests", "INFO"),
     ]
@@ -90,6 +90,6 @@ def test_make_dev_and_the_image_serve_with_the_json_log_config(bake: Bake) -> No
     project = bake()
 
     assert "--log-config log-config.json" in (project / "Makefile").read_text()
-    # The image serves through app.serve, which is also what make serve runs.
-    assert 'CMD ["python", "-m", "app.serve"]' in (project / "Dockerfile").read_text()
+    # The image serves through app.ops.serve, which is also what make serve runs.
+    assert 'CMD ["python", "-m", "app.ops.serve"]' in (project / "Dockerfile").read_text()
     assert 'LOG_CONFIG = "log-config.json"' in (project / "app" / "serve.py").read_text()

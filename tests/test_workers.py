@@ -1,4 +1,4 @@
-"""`python -m app.serve` with several workers: each builds its own engines, within budget.
+"""`python -m app.ops.serve` with several workers: each builds its own engines, within budget.
 
 uvicorn spawns each worker as a fresh interpreter. Each must log its own startup and
 its own connection budget line (different process ids, one budget line per worker),
@@ -36,7 +36,7 @@ def test_each_worker_builds_its_own_engines_and_logs_its_budget(bake: Bake, tmp_
     with new_database(server.render_as_string(hide_password=False), "workers") as database:
         url = database.set(drivername="postgresql").render_as_string(hide_password=False)
         migrated = run(
-            "python", "-m", "app.migrate", "upgrade", cwd=project, env={"DATABASE_URL": url}
+            "python", "-m", "app.ops.migrate", "upgrade", cwd=project, env={"DATABASE_URL": url}
         )
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
 
@@ -45,7 +45,7 @@ def test_each_worker_builds_its_own_engines_and_logs_its_budget(bake: Bake, tmp_
         env = {"DATABASE_URL": url, "PORT": str(port), "WEB_CONCURRENCY": "2", "DRAIN_DELAY": "0"}
         with log.open("w") as output:
             service = subprocess.Popen(
-                [BIN / "python", "-m", "app.serve"],
+                [BIN / "python", "-m", "app.ops.serve"],
                 cwd=project,
                 env={**os.environ, **env},
                 stdout=output,
@@ -88,7 +88,7 @@ def test_a_fleet_over_the_connection_budget_is_refused_in_one_line(
             "DATABASE_TOTAL_WORKERS": "10000",
             "PORT": str(free_port()),
         }
-        refused = run("python", "-m", "app.serve", cwd=project, env=env, timeout=STARTUP_DEADLINE)
+        refused = run("python", "-m", "app.ops.serve", cwd=project, env=env, timeout=STARTUP_DEADLINE)
 
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert refused.returncode == 1, refused.stderr
@@ -146,12 +146,12 @@ def test_three_workers_purge_once_per_interval_not_once_each(
             "PURGE_INTERVAL": "1",
             "LOG_LEVEL": "DEBUG",  # the runs that skip log at DEBUG
         }
-        migrated = run("python", "-m", "app.migrate", "upgrade", cwd=project, env=env)
+        migrated = run("python", "-m", "app.ops.migrate", "upgrade", cwd=project, env=env)
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
         log = tmp_path / "serve.log"
         with log.open("w") as output:
             service = subprocess.Popen(
-                [BIN / "python", "-m", "app.serve"],
+                [BIN / "python", "-m", "app.ops.serve"],
                 cwd=project,
                 env={**os.environ, **env},
                 stdout=output,

@@ -169,7 +169,7 @@ def _service(
         },
         exports={} if pre_ping else _SERVICE_EXPORTS,
         database=dsn,
-        setup=("-m", "app.migrate", "upgrade"),
+        setup=("-m", "app.ops.migrate", "upgrade"),
         seed=service_seed(users=SERVICE_USERS, notes=rows),
     )
 

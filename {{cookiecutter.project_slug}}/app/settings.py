@@ -29,7 +29,7 @@ class SettingsError(Exception):
         )
 
 
-# What app/tracing.py imports: the `tracing` extra of pyproject.toml.
+# What app/observability/tracing.py imports: the `tracing` extra of pyproject.toml.
 _TRACING_PACKAGES = (
     "opentelemetry-sdk",
     "opentelemetry-exporter-otlp-proto-http",
@@ -120,18 +120,19 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(default=10, ge=0)
     database_pool_timeout: float = Field(default=10.0, gt=0)
     # A pooled connection that the server closed (a restart, a failover, a killed
-    # backend) is replaced at checkout without a round trip. Pre-ping also tests each
-    # connection with one, which finds those that died silently too (a vanished host,
-    # a firewall that dropped them), at that round trip per checkout; docs/performance.md
-    # has the figures.
-    database_pool_pre_ping: bool = False
+    # backend) is replaced at checkout. On PostgreSQL that costs no round trip, so
+    # pre-ping is off unless set: it tests each connection with one, which finds those
+    # that died silently too (a vanished host, a firewall that dropped them), at that
+    # round trip per checkout (docs/performance.md has the figures). MySQL's driver tells
+    # nothing of a closed socket, so there pre-ping is on unless set to false.
+    database_pool_pre_ping: bool | None = None
     # A PostgreSQL streaming replica of DATABASE_URL for the reads that are safe there
     # (docs/deployment.md, "Read replicas"); unset, every statement uses DATABASE_URL.
     # Reads use the primary while the replica is down or more than `max_lag` seconds behind.
     database_replica_url: str | None = None
     database_replica_max_lag: float = Field(default=5.0, gt=0)
-    # The connection budget (app/budget.py): `web_concurrency` is this machine's number of
-    # worker processes, which `python -m app.serve` sets (one per CPU unless told); the
+    # The connection budget (app/ops/budget.py): `web_concurrency` is this machine's number of
+    # worker processes, which `python -m app.ops.serve` sets (one per CPU unless told); the
     # workers of every machine together, `total_workers` (unset: this machine's), must
     # fit their pools in each server's max_connections, less `reserved_connections` kept
     # for migrations, operators and other clients.
@@ -157,8 +158,9 @@ class Settings(BaseSettings):
     health_check_timeout: float = Field(default=2.0, gt=0)
     # A request body larger than this many bytes gets 413 before it is read in full.
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1)
-    # Traces every request and SQL statement with OpenTelemetry (app/tracing.py), set up
-    # by the standard OTEL_* variables; needs the project's `tracing` extra.
+    # Traces every request and SQL statement with OpenTelemetry
+    # (app/observability/tracing.py), set up by the standard OTEL_* variables; needs the
+    # project's `tracing` extra.
     otel_enabled: bool = False
 
     @field_validator("log_level", mode="before")

@@ -1,10 +1,10 @@
 """Alembic's environment: runs one database's migrations, online (async) or offline.
 
 alembic.ini has a section per database; each names the settings field holding the
-URL and the MetaData to compare with (see app.migrate); the field's direct
+URL and the MetaData to compare with (see app.ops.migrate); the field's direct
 counterpart (DATABASE_DIRECT_URL) wins when it is set, so that migrations bypass a
 pooler. Online, the migrations run on an async engine through `run_sync`, or on the
-connection app.migrate passes in.
+connection app.ops.migrate passes in.
 Offline (`alembic upgrade head --sql`), they are printed as SQL for the URL's dialect.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy import URL, Connection, MetaData
 from sqlalchemy.pool import NullPool
 
 from app.db import PortableJSON, UTCDateTime, UtcNow, create_engine
-from app.migrate import database_url, target_metadata
+from app.ops.migrate import database_url, target_metadata
 
 
 def main() -> None:

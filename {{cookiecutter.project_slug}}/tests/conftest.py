@@ -37,10 +37,10 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
+from app.databases import pgbouncer_engine_args
 from app.db import create_engine, create_session_factory
 from app.main import create_app
-from app.migrate import alembic_config, databases, target_metadata, upgrade
-from app.pooler import pgbouncer_engine_args
+from app.ops.migrate import alembic_config, databases, target_metadata, upgrade
 from app.settings import Settings
 from tests.scratch import METADATAS
 

@@ -3,22 +3,22 @@
 FastAPI documents every 422 with its own `HTTPValidationError`, a `{"detail": [...]}`
 that this service never sends, and leaves out the statuses its request handling
 adds by itself. `document_errors(app)` makes `/openapi.json` say what the handlers
-in `app/errors.py` really send:
+in `app/web/errors.py` really send:
 
 - every 422 (any route with parameters or a body) points at `ErrorBody`, and
   `HTTPValidationError` and `ValidationError` leave the document;
 - every route that takes a body also lists 400 (a body that is not UTF-8 JSON) and
-  413 (a body over MAX_REQUEST_BODY_BYTES, see `app/body_limit.py`).
+  413 (a body over MAX_REQUEST_BODY_BYTES, see `app/web/body_limit.py`).
 
 The statuses only a route knows about (404, 409, 503) it declares itself, with
-`responses=error_responses(...)` from `app.schemas.errors`.
+`responses=error_responses(...)` from `app.web.error_body`.
 """
 
 from typing import Any
 
 from fastapi import FastAPI
 
-from app.schemas.errors import DESCRIPTIONS, ErrorBody
+from app.web.error_body import DESCRIPTIONS, ErrorBody
 
 __all__ = ["document_errors"]
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from app.audit.database import audit_db
 from app.models.audit_entry import AuditEntry
-from app.observability import current_request_id
+from app.observability.logs import current_request_id
 
 __all__ = ["record"]
 

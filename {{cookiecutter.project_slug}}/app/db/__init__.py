@@ -1,25 +1,32 @@
-"""The session layer's public surface: code outside `app/db` imports only from here.
+"""The session layer's public surface: code outside `app/db` imports its core from here.
 
-The modules behind it are private, one concept each:
+The core is private modules, one concept each. Each imports only modules of the layers
+below its own (import-linter holds them to it: `make lint`), from the top down:
 
+    _dependency     the FastAPI dependency that yields the request's session
     _middleware     SQLAlchemyMiddleware, and a middleware + proxy pair per database
     _proxy          the `db` proxy, `db.session` and `async with db():`
-    _unit_of_work   the lazily created session of one request or `db()` block
     _multi          `db(multi_sessions=True)`: a session per task, at most N at once
-    _cleanup        ending sessions: commit or roll back, close, survive cancellation
     _engine         engines and session factories with the layer's defaults
     _pool           the pools' typed errors, how many connections a pool hands out, and
                     whether one is free
-    _replica        read replicas: which reads go there, and the replica's health
+    _listeners      the listeners that make the mixins and normalisers work
+    _base           the models' declarative base and constraint naming
+    _queries        query helpers: lookups, race-safe get-or-create, pages, counts
+    _unit_of_work   the lazily created session of one request or `db()` block, and the
+                    context that holds the main database's
+    _cleanup        ending sessions: commit or roll back, close, survive cancellation
+    _mixins         timestamp and soft-delete columns
+    _column_types   column types that behave alike on every backend
     _urls           one database URL for sync tools and async drivers
     _errors         the errors, each naming its fix
-    _base           the models' declarative base and constraint naming
-    _column_types   column types that behave alike on every backend
-    _mixins         timestamp and soft-delete columns
-    _listeners      the listeners that make the mixins and normalisers work
-    _standalone     `db.read()`: a read on a connection in autocommit, with no transaction
-    _queries        query helpers: lookups, race-safe get-or-create, pages, counts
-    _dependency     the FastAPI dependency that yields the request's session
+
+Two opt-in modules sit on top, imported by name and by nothing in the core, so a copy of
+the folder that needs neither can delete them:
+
+    replica         read replicas: which reads go there, and the replica's health
+    standalone      `standalone_read()`: one statement on a connection of its own, in
+                    autocommit
 
 `SessionDep`, `get_session` and `session_dependency` import FastAPI, so they load on
 first use: the rest of the package needs only SQLAlchemy, Starlette and the standard
@@ -40,7 +47,7 @@ from ._errors import (
     SessionFinalizedError,
     SessionNotInitialisedError,
 )
-from ._listeners import NORMALIZE, normalized
+from ._listeners import NORMALIZE
 from ._middleware import SQLAlchemyMiddleware, create_middleware_and_session_proxy
 from ._mixins import INCLUDE_DELETED, CreatedAtMixin, SoftDeleteMixin, TimestampMixin, utc_now
 from ._pool import has_free_connection, pool_capacity
@@ -48,14 +55,11 @@ from ._proxy import SessionBlock, SessionProxy, db
 from ._queries import (
     KeyColumn,
     QueryMixin,
-    Reader,
     count_rows,
     estimate_rows,
     fetch_keyset_page,
     fetch_page,
 )
-from ._replica import PRIMARY, Replica, use_primary
-from ._standalone import STANDALONE_READS
 from ._urls import to_async_url
 
 if typing.TYPE_CHECKING:
@@ -69,8 +73,6 @@ __all__ = [
     "INCLUDE_DELETED",
     "NAMING_CONVENTION",
     "NORMALIZE",
-    "PRIMARY",
-    "STANDALONE_READS",
     "Base",
     "CapacityError",
     "CreatedAtMixin",
@@ -83,8 +85,6 @@ __all__ = [
     "PortableJSON",
     "ProxyBindingError",
     "QueryMixin",
-    "Reader",
-    "Replica",
     "SQLAlchemyMiddleware",
     "SessionBlock",
     "SessionDep",
@@ -105,11 +105,9 @@ __all__ = [
     "fetch_page",
     "get_session",
     "has_free_connection",
-    "normalized",
     "pool_capacity",
     "session_dependency",
     "to_async_url",
-    "use_primary",
     "utc_now",
 ]
 
@@ -117,6 +115,8 @@ _NEEDS_FASTAPI = frozenset({"SessionDep", "get_session", "session_dependency"})
 
 
 def __getattr__(name: str) -> object:
+    # Deferred, not hiding a cycle: `_dependency` imports FastAPI, which the rest of the
+    # package does without.
     if name in _NEEDS_FASTAPI:
         from . import _dependency
 

@@ -9,12 +9,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import NullPool
 
 from ._listeners import LayerSession, install_session_listeners
 from ._pool import name_unavailable_databases, pool_class_for, refuse_closed_connections
-from ._replica import Replica, routing_session_class, session_info
-from ._standalone import STANDALONE_READS
 from ._urls import to_async_url
 
 __all__ = ["SESSION_DEFAULTS", "create_engine", "create_session_factory"]
@@ -36,14 +33,14 @@ def create_engine(db_url: str | URL, engine_args: dict[str, Any] | None = None) 
     SQLAlchemy would use a queue pool, `LayerNullPool` where the arguments ask for
     NullPool. A checkout that waits out the pool's timeout raises `PoolTimeoutError`,
     and a connection that cannot be opened `DatabaseUnavailableError`, whatever the
-    driver. The pool replaces a connection that the server closed while it sat idle, at
-    no cost, instead of lending it. On PostgreSQL it allows `db.read()` to run without a
-    transaction, unless the arguments are those for PgBouncer (`app/db/_standalone.py`).
+    driver. The pool replaces a connection that the server closed while it sat idle
+    instead of lending it: at no cost on PostgreSQL, whose driver sees the socket close,
+    and with pre-ping on MySQL, unless `engine_args` set `pool_pre_ping` themselves.
     """
     url = to_async_url(db_url)
     args = dict(engine_args or {})
-    if url.get_backend_name() == "postgresql" and not _for_a_pooler(args):
-        args["execution_options"] = {**STANDALONE_READS, **args.get("execution_options", {})}
+    if url.get_backend_name() in ("mysql", "mariadb"):
+        args.setdefault("pool_pre_ping", True)
     if "pool" not in args:
         poolclass = pool_class_for(url, args.get("poolclass"))
         if poolclass is not None:
@@ -54,33 +51,14 @@ def create_engine(db_url: str | URL, engine_args: dict[str, Any] | None = None) 
     return engine
 
 
-def _for_a_pooler(args: dict[str, Any]) -> bool:
-    """Whether `args` are an engine's behind PgBouncer: no pool of its own, or asyncpg
-    told not to keep prepared statements."""
-    connect_args = args.get("connect_args", {})
-    return (
-        args.get("poolclass") is NullPool
-        or connect_args.get("statement_cache_size") == 0
-        or "prepared_statement_name_func" in connect_args
-    )
-
-
 def create_session_factory(
-    engine: AsyncEngine,
-    session_args: dict[str, Any] | None = None,
-    *,
-    replica: Replica | None = None,
+    engine: AsyncEngine, session_args: dict[str, Any] | None = None
 ) -> async_sessionmaker[AsyncSession]:
     """A factory of sessions on `engine`; `session_args` override any default, `bind` too.
 
-    A `sync_session_class` of the caller's gets the layer's soft-delete filter too. With
-    a `replica`, the sessions send their safe reads to it (see `Replica`).
+    A `sync_session_class` of the caller's gets the layer's soft-delete filter too.
     """
     options = {**SESSION_DEFAULTS, **(session_args or {})}
-    sync_session_class = options.setdefault("sync_session_class", LayerSession)
-    install_session_listeners(sync_session_class)
-    if replica is not None:
-        options["sync_session_class"] = routing_session_class(sync_session_class)
-        options["info"] = {**options.get("info", {}), **session_info(replica)}
+    install_session_listeners(options.setdefault("sync_session_class", LayerSession))
     options.setdefault("bind", engine)
     return async_sessionmaker(**options)

@@ -11,16 +11,13 @@ are ordinary synchronous listeners on mappers and on the sync session class:
   `SoftDeleteMixin` model is mapped, statements are left as they are, so an app without
   soft deletion pays nothing for the filter.
 
-`normalized()` applies the same normalisers to the values of a Core `insert()` or
-`update()`, which no ORM listener sees.
-
 The mapper listeners are registered when this module is imported, before any model is
 mapped; the session listener by `install_session_listeners()`, which
 `create_session_factory()` calls for the session class it uses.
 """
 
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Executable, event, inspect
@@ -29,7 +26,7 @@ from sqlalchemy.orm import Mapper, ORMExecuteState, Session, with_loader_criteri
 from ._base import Base
 from ._mixins import INCLUDE_DELETED, SoftDeleteMixin, TimestampMixin, utc_now
 
-__all__ = ["NORMALIZE", "LayerSession", "install_session_listeners", "normalized"]
+__all__ = ["NORMALIZE", "LayerSession", "install_session_listeners"]
 
 # The key in a column's `info` that names its normaliser, a function str -> str.
 NORMALIZE = "normalize"
@@ -46,29 +43,20 @@ class LayerSession(Session):
 
 
 def install_session_listeners(session_class: type[Session]) -> None:
-    """Hide soft-deleted rows in the sessions of `session_class`; calling it again is a no-op."""
-    if not event.contains(session_class, "do_orm_execute", _hide_soft_deleted):
+    """Hide soft-deleted rows in the sessions of `session_class`; a no-op where it, or a
+    class it derives from, has the listener already (a listener on a class reaches its
+    subclasses' sessions too)."""
+    listens = (
+        event.contains(cls, "do_orm_execute", _hide_soft_deleted)
+        for cls in session_class.__mro__
+        if issubclass(cls, Session)
+    )
+    if not any(listens):
         event.listen(session_class, "do_orm_execute", _hide_soft_deleted)
 
 
-def normalized(model: type[Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """`values` as the ORM would store them in `model`'s table: each string of a column
-    named in `info={NORMALIZE: function}` passed through its function.
-
-    The ORM's listeners normalise the rows it flushes; a Core `insert()` or `update()`
-    never reaches them, so its values go through this first. `values` is keyed by
-    column, as such a statement takes them; the rest pass unchanged.
-    """
-    result = dict(values)
-    for key, normalize in _normalizers_of(inspect(model))[1]:
-        value = result.get(key)
-        if isinstance(value, str):
-            result[key] = normalize(value)
-    return result
-
-
 def _normalize(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-    normalizers = _normalizers_of(mapper)[0]
+    normalizers = _normalizers_of(mapper)
     if not normalizers:
         return
     loaded = inspect(target).dict
@@ -81,26 +69,21 @@ def _normalize(mapper: Mapper[Any], connection: Connection, target: Any) -> None
 _Normalizers = tuple[tuple[str, Callable[[str], str]], ...]
 
 
-def _normalizers_of(mapper: Mapper[Any]) -> tuple[_Normalizers, _Normalizers]:
-    """The normalised columns of `mapper` as (key, function) pairs, keyed by attribute and
-    by column; worked out once per mapper, whose columns are fixed once it is configured
-    (before its first flush or `inspect()`)."""
+def _normalizers_of(mapper: Mapper[Any]) -> _Normalizers:
+    """The normalised attributes of `mapper` as (key, function) pairs; worked out once per
+    mapper, whose columns are fixed once it is configured (before its first flush)."""
     found = _normalizers.get(mapper)
     if found is None:
-        columns = [
-            (attribute.key, attribute.columns[0])
+        found = _normalizers[mapper] = tuple(
+            (attribute.key, attribute.columns[0].info[NORMALIZE])
             for attribute in mapper.column_attrs
             if NORMALIZE in attribute.columns[0].info
-        ]
-        found = _normalizers[mapper] = (
-            tuple((key, column.info[NORMALIZE]) for key, column in columns),
-            tuple((column.key, column.info[NORMALIZE]) for _, column in columns),
         )
     return found
 
 
 # Each mapper's normalisers, filled by _normalizers_of.
-_normalizers: dict[Mapper[Any], tuple[_Normalizers, _Normalizers]] = {}
+_normalizers: dict[Mapper[Any], _Normalizers] = {}
 
 
 def _touch(mapper: Mapper[Any], connection: Connection, target: TimestampMixin) -> None:
@@ -135,13 +118,14 @@ def _hide_soft_deleted(state: ORMExecuteState) -> None:
     state.statement = filtered
 
 
+# The mixin's own rule (`is_deleted`), negated for every soft-deleting model in a statement.
 _NOT_DELETED = with_loader_criteria(
-    SoftDeleteMixin, lambda cls: cls.deleted_at.is_(None), include_aliases=True
+    SoftDeleteMixin, lambda cls: ~cls.is_deleted, include_aliases=True
 )
 # Each statement with the filter added, for as long as the statement itself lives.
-# Adding it makes a new statement, whose cache key SQLAlchemy then computes from
-# scratch: about 30 microseconds, on each execution of a statement that is built once
-# and run many times (get_by_pk's, say), where a statement seen before costs a lookup.
+# Adding it makes a new statement, whose cache key SQLAlchemy would compute from scratch
+# on every execution of a statement that is built once and run many times (get_by_pk's,
+# say); kept here, a statement seen before costs a dictionary lookup.
 _filtered: weakref.WeakKeyDictionary[Executable, Executable] = weakref.WeakKeyDictionary()
 
 # propagate=True reaches every subclass, including models declared later. The

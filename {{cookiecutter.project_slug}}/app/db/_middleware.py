@@ -12,7 +12,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._cleanup import quietly
 from ._engine import create_engine, create_session_factory
 from ._proxy import SessionProxy, db
-from ._replica import Replica
 from ._unit_of_work import UnitOfWork
 
 __all__ = ["SQLAlchemyMiddleware", "create_middleware_and_session_proxy"]
@@ -32,8 +31,6 @@ class SQLAlchemyMiddleware:
     raises instead of sending the status, so the client gets a 500, never a 2xx for a
     lost write. Every other ending rolls back. An engine made from `db_url` belongs
     to the middleware and is disposed when the lifespan ends; a `custom_engine` is not.
-    With a `replica`, sessions send their safe reads to it, and the middleware checks
-    its health while the lifespan runs.
     """
 
     proxy: ClassVar[SessionProxy] = db
@@ -47,7 +44,6 @@ class SQLAlchemyMiddleware:
         engine_args: dict[str, Any] | None = None,
         session_args: dict[str, Any] | None = None,
         commit_on_exit: bool = False,
-        replica: Replica | None = None,
     ) -> None:
         if custom_engine is not None and db_url is None:
             if engine_args:
@@ -66,8 +62,7 @@ class SQLAlchemyMiddleware:
             )
         self.app = app
         self.commit_on_exit = commit_on_exit
-        self.replica = replica
-        self._factory = create_session_factory(self.engine, session_args, replica=replica)
+        self._factory = create_session_factory(self.engine, session_args)
         self._disposed = False
         self._lifespan_running = False
         self.proxy.bind(self.engine, self._factory)
@@ -112,8 +107,6 @@ class SQLAlchemyMiddleware:
         if self._disposed:
             return
         self.proxy.unbind(self.engine)
-        if self.replica is not None:
-            await self.replica.dispose()
         if self.owns_engine:
             await self.engine.dispose()
         self._disposed = True
@@ -123,8 +116,6 @@ class SQLAlchemyMiddleware:
         if self._disposed:  # a second lifespan of the same app, e.g. `with TestClient(app)`
             self.proxy.bind(self.engine, self._factory)
             self._disposed = False
-        if self.replica is not None:
-            self.replica.start_monitoring()
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] in _LIFESPAN_END:

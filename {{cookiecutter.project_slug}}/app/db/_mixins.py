@@ -2,6 +2,8 @@
 
 from datetime import UTC, datetime
 
+from sqlalchemy import ColumnElement
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ._column_types import UTCDateTime, UtcNow
@@ -43,13 +45,23 @@ class SoftDeleteMixin:
 
     The layer's sessions do the hiding (a `do_orm_execute` listener). To see deleted
     rows too, run the statement with `execution_options(**INCLUDE_DELETED)`.
+
+    `is_deleted` is the rule itself, written once: on a row it is a bool, in a query
+    (`Model.is_deleted`) the SQL condition. The listener hides what it matches, and a
+    statement that runs outside a session, where no listener sees it, writes
+    `~Model.is_deleted` itself.
     """
 
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
-    @property
+    @hybrid_property
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
+
+    @is_deleted.inplace.expression
+    @classmethod
+    def _is_deleted_expression(cls) -> ColumnElement[bool]:
+        return cls.deleted_at.is_not(None)
 
     def soft_delete(self) -> None:
         """Mark the row deleted; it is written at the next flush, like any change."""

@@ -2,6 +2,7 @@
 reached), the free check of a pooled connection at checkout, and how many connections a
 pool hands out."""
 
+import logging
 from typing import Any
 
 import sqlalchemy.exc
@@ -57,23 +58,30 @@ class _TypedErrors(Pool):
 class LayerPool(_TypedErrors, AsyncAdaptedQueuePool):
     """SQLAlchemy's asyncio queue pool, with the layer's typed checkout errors.
 
-    Engines made by `create_engine()` use it where SQLAlchemy would pick a queue pool, so
+    Engines made by `create_engine()` use it where SQLAlchemy would use a queue pool, so
     the typed errors need no wrapper around the engine: a session's bind stays the
     engine itself. A caller's own engine keeps SQLAlchemy's `TimeoutError` and the
-    driver's errors.
+    driver's errors. It remembers its `max_overflow`, which a queue pool keeps to itself,
+    so that `pool_capacity()` can say how many connections it lends at most.
     """
 
-    # SQLAlchemy names a pool's logger after its class's module; this keeps the pool's
-    # lines under `sqlalchemy.pool`, which SQLAlchemy quiets to WARNING unless the
-    # engine asks for `echo_pool`, instead of logging "Pool disposed" at the app's INFO.
-    _sqla_logger_namespace = "sqlalchemy.pool.impl.LayerPool"
+    def __init__(self, creator: Any, *, max_overflow: int = 10, **kwargs: Any) -> None:
+        super().__init__(creator, max_overflow=max_overflow, **kwargs)
+        self.max_overflow = max_overflow
 
 
 class LayerNullPool(_TypedErrors, NullPool):
     """SQLAlchemy's NullPool (a connection per checkout, as behind PgBouncer), with the
     layer's typed errors; `create_engine()` uses it where `engine_args` ask for NullPool."""
 
-    _sqla_logger_namespace = "sqlalchemy.pool.impl.LayerNullPool"
+
+# A pool logs under its class's name. SQLAlchemy holds its own pools' loggers at WARNING
+# unless an engine asks for `echo_pool`; these follow suit, rather than log "Pool
+# disposed" at the app's INFO.
+for _pool_class in (LayerPool, LayerNullPool):
+    _logger = logging.getLogger(f"{_pool_class.__module__}.{_pool_class.__name__}")
+    if _logger.level == logging.NOTSET:
+        _logger.setLevel(logging.WARNING)
 
 
 def name_unavailable_databases(engine: AsyncEngine) -> None:
@@ -96,10 +104,11 @@ def refuse_closed_connections(engine: AsyncEngine) -> None:
     """Have `engine`'s pool replace, at checkout, a connection the server has closed.
 
     A restart, a failover or an operator ending backends closes the pool's idle
-    connections from the server's side, and the driver sees each socket close as it
-    happens. This reads what the driver saw, with no round trip, where pool pre-ping
-    would send one on every checkout. A connection that died silently (a host that
-    vanished, a firewall that dropped it) is still only found by pre-ping.
+    connections from the server's side, and asyncpg sees each socket close as it happens
+    (`is_closed()`). This reads what the driver saw, with no round trip, where pool
+    pre-ping would send one on every checkout. aiomysql tells no such thing, so on MySQL
+    `create_engine()` turns pre-ping on instead. A connection that died silently (a host
+    that vanished, a firewall that dropped it) is only ever found by pre-ping.
     """
     if not event.contains(engine.sync_engine, "checkout", _refuse_if_closed):
         event.listen(engine.sync_engine, "checkout", _refuse_if_closed)
@@ -108,18 +117,11 @@ def refuse_closed_connections(engine: AsyncEngine) -> None:
 def _refuse_if_closed(
     dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
 ) -> None:
-    if _closed_by_server(getattr(dbapi_connection, "driver_connection", None)):
+    driver_connection = getattr(dbapi_connection, "driver_connection", None)
+    is_closed = getattr(driver_connection, "is_closed", None)  # asyncpg's
+    if callable(is_closed) and is_closed():
         # The pool discards this connection alone and checks out a fresh one.
         raise sqlalchemy.exc.DisconnectionError("the server closed this pooled connection")
-
-
-def _closed_by_server(driver_connection: Any) -> bool:
-    is_closed = getattr(driver_connection, "is_closed", None)
-    if callable(is_closed):  # asyncpg
-        return bool(is_closed())
-    # aiomysql: the stream it reads replies from has seen the server close the socket.
-    reader = getattr(driver_connection, "_reader", None)
-    return bool(reader is not None and reader.at_eof())
 
 
 def pool_class_for(url: URL, chosen: type[Pool] | None = None) -> type[Pool] | None:
@@ -135,10 +137,10 @@ def pool_class_for(url: URL, chosen: type[Pool] | None = None) -> type[Pool] | N
 
 
 def pool_capacity(pool: Pool) -> int | None:
-    """How many connections `pool` hands out at most; None when it has no limit."""
-    if isinstance(pool, QueuePool):
-        max_overflow: int = pool._max_overflow  # no public accessor; stable since 1.x
-        return None if max_overflow < 0 else pool.size() + max_overflow
+    """How many connections `pool` lends at most; None when it has no limit, or does not
+    say (a queue pool of the caller's own keeps its `max_overflow` to itself)."""
+    if isinstance(pool, LayerPool) and pool.max_overflow >= 0 and pool.size() > 0:
+        return pool.size() + pool.max_overflow
     return None
 
 

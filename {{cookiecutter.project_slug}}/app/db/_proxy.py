@@ -2,13 +2,12 @@
 
 import sys
 import warnings
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager, suppress
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Dialect, Executable, Result
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ._errors import (
@@ -19,8 +18,7 @@ from ._errors import (
 )
 from ._multi import MultiSessionUnitOfWork, close_unawaited
 from ._pool import has_free_connection, pool_capacity
-from ._standalone import read
-from ._unit_of_work import UnitOfWork
+from ._unit_of_work import MAIN_UNIT, UnitOfWork
 
 __all__ = ["SessionProxy", "db"]
 
@@ -31,13 +29,15 @@ class SessionProxy:
     The proxy is inert until a middleware binds it to an engine. Each request carries
     its own middleware's session factory, so apps that share a proxy never share a
     session; the binding only decides where `async with db():` outside a request goes.
+    `context` holds the unit of work of the code that runs; each proxy has its own,
+    but for `db`, whose context the models' query helpers read too.
     """
 
-    def __init__(self, name: str = "db") -> None:
+    def __init__(
+        self, name: str = "db", *, context: ContextVar[UnitOfWork | None] | None = None
+    ) -> None:
         self._name = name
-        self.context: ContextVar[UnitOfWork | None] = ContextVar(
-            f"{name}_unit_of_work", default=None
-        )
+        self.context = context or ContextVar(f"{name}_unit_of_work", default=None)
         self._engine: AsyncEngine | None = None
         self._factory: async_sessionmaker[AsyncSession] | None = None
 
@@ -67,19 +67,7 @@ class SessionProxy:
     @property
     def session(self) -> AsyncSession:
         """The current `AsyncSession`, created on first use within the unit of work."""
-        return self._current_unit().get()
-
-    async def read(
-        self, statement: Executable, params: Mapping[str, Any] | None = None
-    ) -> Result[Any]:
-        """The buffered result of `statement`, a read that needs no transaction of its own.
-
-        Before the current unit of work has created its session, a Core statement on
-        PostgreSQL runs on a connection in autocommit, returned to the pool before this
-        returns: no BEGIN and no COMMIT. Otherwise it runs through `db.session`, with
-        the same result. `app/db/_standalone.py` lists when, and why.
-        """
-        return await read(self._current_unit(), statement, params)
+        return self.current_unit().get()
 
     def __call__(
         self,
@@ -113,7 +101,7 @@ class SessionProxy:
         rolls back and closes when the block ends. Elsewhere it is `db.session`, which the
         request or `db()` block still ends as usual.
         """
-        return self._current_unit().connection()
+        return self.current_unit().connection()
 
     async def gather(self, *aws: Awaitable[Any], return_exceptions: bool = False) -> list[Any]:
         """`asyncio.gather` for `db(multi_sessions=True)`: each coroutine in its own session."""
@@ -137,16 +125,8 @@ class SessionProxy:
         if self._engine is engine:
             self._engine = self._factory = None
 
-    def _dialect(self) -> Dialect:
-        """The dialect the current unit of work's statements run on, without starting it."""
-        unit = self._current_unit()
-        bind = unit.session_args.get("bind", unit.factory.kw.get("bind"))
-        if bind is None:  # binds per model or table: the session knows which applies
-            return unit.get().get_bind().dialect
-        dialect: Dialect = bind.dialect
-        return dialect
-
-    def _current_unit(self) -> UnitOfWork:
+    def current_unit(self) -> UnitOfWork:
+        """The unit of work of the request or `db()` block the calling code runs in."""
         unit = self.context.get()
         if unit is None:
             if self._factory is None:
@@ -261,4 +241,4 @@ def _slot_count(max_concurrent: int | None, capacity: int | None, held: bool) ->
     return slots
 
 
-db = SessionProxy("db")
+db = SessionProxy("db", context=MAIN_UNIT)

@@ -7,10 +7,8 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
-    Executable,
     FromClause,
     Integer,
-    Result,
     Select,
     Table,
     and_,
@@ -25,12 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, Mapper
 from sqlalchemy.sql.elements import KeyedColumnElement
 
-from ._proxy import SessionProxy, db
+from ._unit_of_work import main_session
 
 __all__ = [
     "KeyColumn",
     "QueryMixin",
-    "Reader",
     "count_rows",
     "estimate_rows",
     "fetch_keyset_page",
@@ -43,10 +40,6 @@ T = TypeVar("T")
 # (`User.__table__.c.id`) for a Core statement, which ORM attributes would turn into an
 # ORM one.
 KeyColumn = InstrumentedAttribute[Any] | KeyedColumnElement[Any]
-
-# What the page and count helpers read through: a session, or a proxy (`db`), whose
-# `read()` runs each of their statements standalone where it can, with no transaction.
-Reader = AsyncSession | SessionProxy
 
 # A conflict is retried when the row it collided with is gone again by the time it is
 # re-read (deleted, or hidden by the soft-delete filter). Past this many tries the
@@ -72,7 +65,7 @@ class QueryMixin:
 
         Models of another database override it to return their own proxy's session.
         """
-        return db.session
+        return main_session()
 
     @classmethod
     async def get_by_pk(cls, session: AsyncSession | None = None, /, pk: Any = None) -> Self | None:
@@ -150,7 +143,7 @@ class QueryMixin:
 
 
 async def fetch_keyset_page(
-    session: Reader,
+    session: AsyncSession,
     query: Select[*tuple[Any, ...]],
     *,
     key: Sequence[KeyColumn],
@@ -167,9 +160,7 @@ async def fetch_keyset_page(
     ascending, or descending with `descending=True`. It selects one model
     (`select(User)`), and the page holds its objects; or columns, the key's among them
     (`select(User.id, User.email, User.created_at)`), and the page holds rows, which cost
-    far less to load than objects where nothing is changed. A Core statement on the
-    table's columns costs less again; give its key as table columns too. Given the proxy
-    (`db`) instead of a session, a Core statement can run standalone (`db.read()`).
+    far less to load than objects where nothing is changed.
     """
     if after is not None and len(after) != len(key):
         raise TypeError(f"after= needs {len(key)} value(s), one per key column.")
@@ -178,7 +169,7 @@ async def fetch_keyset_page(
     if after is not None:
         parameters.update((_after(n), value) for n, value in enumerate(after))
     statement = _page_statement(query, key, descending=descending, after=after is not None)
-    result = await _execute(session, statement, parameters)
+    result = await session.execute(statement, parameters)
     rows = (result.scalars() if _selects_one_entity(query) else result).all()
     if len(rows) <= limit:
         return rows, None
@@ -257,19 +248,18 @@ def _beyond(
     return and_(edge, or_(past, _beyond(key[1:], values[1:], descending=descending)))
 
 
-async def count_rows(session: Reader, query: Select[Any], *, at_most: int) -> int:
+async def count_rows(session: AsyncSession, query: Select[Any], *, at_most: int) -> int:
     """How many rows `query` matches, counting no further than `at_most` + 1.
 
     A result of `at_most` + 1 means "more than `at_most`": the count stops there, so
     it costs at most that many rows read, however large the table.
     """
     bounded = query.order_by(None).limit(at_most + 1).subquery()
-    result = await _execute(session, select(func.count()).select_from(bounded))
-    counted: int | None = result.scalar()
+    counted: int | None = await session.scalar(select(func.count()).select_from(bounded))
     return counted or 0
 
 
-async def estimate_rows(session: Reader, table: FromClause) -> int | None:
+async def estimate_rows(session: AsyncSession, table: FromClause) -> int | None:
     """The database's own estimate of how many rows `table` holds, read in one cheap
     query; None where it keeps none.
 
@@ -281,10 +271,7 @@ async def estimate_rows(session: Reader, table: FromClause) -> int | None:
     if not isinstance(table, Table):
         raise TypeError(f"estimate_rows() takes a table, such as User.__table__, not {table!r}.")
     name = table.name
-    if isinstance(session, SessionProxy):
-        dialect = session._dialect().name
-    else:
-        dialect = session.get_bind().dialect.name
+    dialect = session.get_bind(clause=table).dialect.name
     if dialect == "postgresql":
         query = text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)")
     elif dialect in ("mysql", "mariadb"):
@@ -294,19 +281,11 @@ async def estimate_rows(session: Reader, table: FromClause) -> int | None:
         )
     else:
         return None
-    estimate = (await _execute(session, query, {"name": name})).scalar()
+    estimate = await session.scalar(query, {"name": name})
     # PostgreSQL 14 and later say -1 for a table that was never analysed.
     if estimate is None or estimate < 0:
         return None
     return int(estimate)
-
-
-async def _execute(
-    reader: Reader, statement: Executable, parameters: Mapping[str, Any] | None = None
-) -> Result[Any]:
-    if isinstance(reader, SessionProxy):
-        return await reader.read(statement, parameters)
-    return await reader.execute(statement, parameters)
 
 
 async def fetch_page(

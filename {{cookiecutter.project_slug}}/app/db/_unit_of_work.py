@@ -2,14 +2,15 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ._cleanup import end_session, quietly, shielded
-from ._errors import SessionFinalizedError
+from ._errors import MissingSessionError, SessionFinalizedError
 
-__all__ = ["UnitOfWork"]
+__all__ = ["MAIN_UNIT", "UnitOfWork", "main_session"]
 
 
 class UnitOfWork:
@@ -71,3 +72,17 @@ class UnitOfWork:
         self.finalized = True
         if self.session is not None:
             await quietly(self.session.close())
+
+
+# The unit of work that the calling code runs in on the main database: `db` sets it for
+# each request and `db()` block. It lives here, below the proxy, so that the models' query
+# helpers can default to its session without the models' base importing the proxy.
+MAIN_UNIT: ContextVar[UnitOfWork | None] = ContextVar("db_unit_of_work", default=None)
+
+
+def main_session() -> AsyncSession:
+    """The session of the main database's current unit of work, as `db.session` gives it."""
+    unit = MAIN_UNIT.get()
+    if unit is None:
+        raise MissingSessionError()
+    return unit.get()

@@ -15,7 +15,7 @@ class JobRun(Base):
 
     Every worker on every machine wakes up once per interval; in each interval of the
     wall clock, the first to move the row forward runs the job, and the others find the
-    interval taken and skip it (app/jobs.py).
+    interval taken and skip it (app/jobs/purge.py).
     """
 
     __tablename__ = "job_runs"

@@ -5,7 +5,7 @@ Revises: 4e8b2c6a9d17
 Create Date: 2026-12-01 13:10:00
 
 The interval each periodic job last ran for, so that a job runs once per interval
-across every worker process and every machine (app/jobs.py).
+across every worker process and every machine (app/jobs/purge.py).
 """
 
 from collections.abc import Sequence

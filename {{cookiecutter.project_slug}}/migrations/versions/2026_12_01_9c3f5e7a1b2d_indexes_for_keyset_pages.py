@@ -14,7 +14,7 @@ notes: the index holds only them (all users on MySQL and MariaDB).
 `GET /notes?user_id=` pages one user's notes by id: `(user_id, id)` replaces the index
 on `user_id` alone, which it also serves (the foreign key's lookups and cascades). It
 stays whole rather than partial: the cascade reaches deleted notes too, and those are
-purged by the job in app/jobs.py anyway.
+purged by the job in app/jobs/purge.py anyway.
 """
 
 from collections.abc import Sequence

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from app.db import create_engine, db
-from app.errors import RETRY_AFTER_SECONDS
+from app.web.errors import RETRY_AFTER_SECONDS
 from tests.api.test_health import SECRET_PASSWORD, unreachable_url
 from tests.conftest import serve, terminate_backend
 

@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,9 +21,9 @@ from starlette.types import Message
 
 from app.api.routes import export
 from app.api.routes.export import BATCH_SIZE
-from app.errors import RETRY_AFTER_SECONDS
 from app.models.note import Note
 from app.models.user import User
+from app.web.errors import RETRY_AFTER_SECONDS
 from tests.asgi import http_scope
 from tests.conftest import serve
 from tests.factories import make_note, make_user
@@ -98,8 +98,7 @@ async def test_an_ndjson_line_holds_the_notes_fields_escaped_as_json(
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
-    # ISO 8601 with the offset, as the JSON API writes them; PostgreSQL trims trailing
-    # zeros from the fraction of a second, so the values are compared, not the spelling.
+    # ISO 8601 in UTC, to the microsecond (test_the_lines_are_the_same_bytes_... below).
     assert datetime.fromisoformat(row["created_at"]) == note.created_at
     assert datetime.fromisoformat(row["updated_at"]) == note.updated_at
 
@@ -117,6 +116,50 @@ async def test_a_csv_row_reads_back_as_the_notes_fields(
         note.created_at,
         note.updated_at,
     ]
+
+
+def _spelled(note: Note) -> list[Any]:
+    """A note's fields as the export spells them, worked out here from the standard library."""
+    stamps = [
+        at.astimezone(UTC).isoformat(timespec="microseconds")
+        for at in (note.created_at, note.updated_at)
+    ]
+    return [note.id, str(note.user_id), note.title, note.body, *stamps]
+
+
+def _ndjson_line(note: Note) -> str:
+    line = json.dumps(dict(zip(export.FIELDS, _spelled(note), strict=True)), ensure_ascii=False)
+    for raw, escaped in (("\u2028", "\\u2028"), ("\u2029", "\\u2029"), ("\x85", "\\u0085")):
+        line = line.replace(raw, escaped)
+    return line + "\n"
+
+
+def _csv(rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC).writerows(rows)
+    return buffer.getvalue()
+
+
+async def test_the_lines_are_the_same_bytes_on_every_backend(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    # PostgreSQL writes them itself, the app writes them elsewhere; the bytes are one.
+    author = await make_user(session)
+    on_the_second = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # no fraction of a second
+    notes = [
+        await make_note(session, author, title='"é\\\t<x>', body="\u2028 \u2029 \x85 ☃\x01\r\n, ;"),
+        await make_note(
+            session, author, title="x", body="", created_at=on_the_second, updated_at=on_the_second
+        ),
+    ]
+
+    ndjson = await client.get("/export/notes")
+    csv_export = await client.get("/export/notes", params={"format": "csv"})
+
+    assert ndjson.content == "".join(_ndjson_line(note) for note in notes).encode()
+    expected_csv = _csv([export.FIELDS, *(_spelled(note) for note in notes)])
+    assert csv_export.content == expected_csv.encode()
+    assert '"2026-01-02T03:04:05.000000+00:00"' in csv_export.text
 
 
 async def test_an_unknown_format_is_422(client: httpx.AsyncClient) -> None:
@@ -266,7 +309,7 @@ async def test_a_client_disconnect_mid_export_returns_the_connection(
                 await asyncio.sleep(0)  # let the response notice the disconnect
 
         # ASGI 2.4 servers report a disconnect by failing send(); older servers send a
-        # message instead. Whether ClientDisconnect reaches the server is app.errors'
+        # message instead. Whether ClientDisconnect reaches the server is app.web.errors'
         # business; here, the export must stop and give its connection back.
         scope = http_scope("/export/notes", spec_version="2.4" if how == "send fails" else "2.3")
         with contextlib.suppress(ClientDisconnect):

@@ -20,8 +20,8 @@ from sqlalchemy.pool import NullPool
 
 from app.db import create_engine, db
 from app.main import create_app
-from app.migrate import alembic_config, databases, upgrade
-from app.readiness import Readiness
+from app.ops.migrate import alembic_config, databases, upgrade
+from app.ops.readiness import Readiness
 from app.settings import Settings
 from tests.conftest import serve, terminate_backend
 from tests.pools import COUNTS_THE_APPS_POOL

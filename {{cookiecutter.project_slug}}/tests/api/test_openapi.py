@@ -6,7 +6,7 @@ import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from app.schemas.errors import ErrorBody, error_responses
+from app.web.error_body import ErrorBody, error_responses
 
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 

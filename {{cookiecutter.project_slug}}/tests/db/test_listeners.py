@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from app.db import INCLUDE_DELETED, create_session_factory, normalized
+from app.db import INCLUDE_DELETED, create_session_factory
 from tests.scratch import Label, Member, Post
 
 
@@ -32,23 +32,6 @@ async def test_before_insert_normalises_marked_columns_only(
 
     stored = await _reload(scratch_sessions, member)
     assert stored.handle == handle
-    assert stored.team == "  Blue Team "
-
-
-async def test_normalized_gives_a_core_insert_the_values_the_orm_would_store(
-    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
-) -> None:
-    values = {"handle": f"  {handle.upper()} ", "team": "  Blue Team ", "score": 3}
-
-    assert normalized(Member, values) == {"handle": handle, "team": "  Blue Team ", "score": 3}
-    assert values["handle"] == f"  {handle.upper()} "  # the caller's mapping is left alone
-    async with scratch_sessions() as session:
-        # A Core INSERT, which the ORM's before_insert listener never sees.
-        connection = await session.connection()
-        await connection.execute(insert(Member), normalized(Member, values))
-        await session.commit()
-        stored = await session.scalar(select(Member).filter_by(handle=handle))
-    assert stored is not None
     assert stored.team == "  Blue Team "
 
 

@@ -21,15 +21,8 @@ from pydantic import ValidationError
 from sqlalchemy import func, insert, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.db import (
-    PRIMARY,
-    Replica,
-    SQLAlchemyMiddleware,
-    create_engine,
-    create_session_factory,
-    db,
-    use_primary,
-)
+from app.db import SQLAlchemyMiddleware, create_engine, create_session_factory, db
+from app.db.replica import PRIMARY, Replica, use_primary
 from app.settings import Settings, SettingsError
 from tests.conftest import serve, terminate_backend
 from tests.db.conftest import Item, items
@@ -74,7 +67,7 @@ async def primary(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 def sessions(primary: AsyncEngine, replica: Replica) -> async_sessionmaker[AsyncSession]:
-    return create_session_factory(primary, replica=replica)
+    return create_session_factory(primary, replica.session_args())
 
 
 def free_port() -> int:
@@ -177,7 +170,7 @@ async def test_before_its_first_check_a_replica_is_not_used(
 ) -> None:
     unchecked = Replica(replica_url)
     try:
-        async with create_session_factory(primary, replica=unchecked)() as session:
+        async with create_session_factory(primary, unchecked.session_args())() as session:
             assert not await on_replica(session)
     finally:
         await unchecked.dispose()
@@ -188,7 +181,7 @@ async def test_a_replica_too_far_behind_is_not_used_until_it_catches_up(
 ) -> None:
     replica = Replica(replica_url, max_lag=0.5)
     admin = Replica(replica_url)
-    sessions = create_session_factory(primary, replica=replica)
+    sessions = create_session_factory(primary, replica.session_args())
     try:
         assert await replica.check() == "ok"
         async with admin.engine.connect() as connection:
@@ -227,7 +220,7 @@ async def _one_connection_replica(
     admin = Replica(replica_url)
     try:
         assert await replica.check() == "ok"
-        yield replica, admin, create_session_factory(primary, replica=replica)
+        yield replica, admin, create_session_factory(primary, replica.session_args())
     finally:
         await replica.dispose()
         await admin.dispose()
@@ -270,7 +263,7 @@ async def test_a_replica_that_refuses_connections_costs_no_read(
     gone = Replica(nowhere.render_as_string(hide_password=False))
     gone.state = replica.state  # it answered at its last check and is gone now
     try:
-        async with create_session_factory(primary, replica=gone)() as session:
+        async with create_session_factory(primary, gone.session_args())() as session:
             assert not await on_replica(session)
             await session.commit()
         assert gone.state.startswith("down")
@@ -280,7 +273,15 @@ async def test_a_replica_that_refuses_connections_costs_no_read(
 
 
 def _routed_app(primary: AsyncEngine, replica: Replica) -> FastAPI:
-    app = FastAPI()
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        replica.start_monitoring()
+        try:
+            yield
+        finally:
+            await replica.dispose()
+
+    app = FastAPI(lifespan=lifespan)
 
     @app.get("/read")
     async def read() -> dict[str, bool]:
@@ -302,7 +303,10 @@ def _routed_app(primary: AsyncEngine, replica: Replica) -> FastAPI:
         return {"on_replica": await on_replica(db.session)}
 
     app.add_middleware(
-        SQLAlchemyMiddleware, custom_engine=primary, commit_on_exit=True, replica=replica
+        SQLAlchemyMiddleware,
+        custom_engine=primary,
+        commit_on_exit=True,
+        session_args=replica.session_args(),
     )
     return app
 
@@ -315,7 +319,7 @@ async def test_requests_read_from_the_replica_and_their_own_writes_from_the_prim
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            # The middleware checks the replica while the lifespan runs.
+            # The app's lifespan checks the replica while it runs.
             give_up = asyncio.get_running_loop().time() + DEADLINE
             while replica.state != "ok":
                 assert asyncio.get_running_loop().time() < give_up, replica.state
@@ -325,7 +329,7 @@ async def test_requests_read_from_the_replica_and_their_own_writes_from_the_prim
             assert written.json() == {"on_replica": False, "found": True}
             assert (await client.get("/fresh")).json() == {"on_replica": False}
             assert (await client.get("/read")).json() == {"on_replica": True}
-    assert replica.state == "ok"  # disposed with the middleware, after the last check
+    assert replica.state == "ok"  # disposed with the lifespan, after the last check
 
 
 def test_a_replica_url_that_is_not_postgresql_is_one_clear_configuration_error() -> None:

@@ -107,20 +107,26 @@ async def test_generator_block_closed_from_another_task_ends_cleanly(
 
 
 async def test_nested_block_fails_fast_when_the_pool_is_full(
-    pair: Pair, engine: AsyncEngine
+    pair: Pair, database_url: str, backend: str
 ) -> None:
+    # The layer's pool, which says how many connections it lends: a queue pool of the
+    # caller's own keeps its max_overflow to itself, and a nested block then waits.
+    engine = create_engine(database_url, engine_args(backend))
     middleware, proxy = pair
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
-    async with engine.connect() as other:  # the second of the pool's two connections
-        await other.execute(text("SELECT 1"))
-        async with proxy():
-            await proxy.session.execute(text("SELECT 1"))
-            started = time.monotonic()
-            with pytest.raises(CapacityError, match="nested `async with db"):
-                async with proxy():
-                    await proxy.session.execute(text("SELECT 1"))
-            assert time.monotonic() - started < 1  # pool_timeout is 3 s
-    assert queue_pool(engine).checkedout() == 0
+    try:
+        async with engine.connect() as other:  # the second of the pool's two connections
+            await other.execute(text("SELECT 1"))
+            async with proxy():
+                await proxy.session.execute(text("SELECT 1"))
+                started = time.monotonic()
+                with pytest.raises(CapacityError, match="nested `async with db"):
+                    async with proxy():
+                        await proxy.session.execute(text("SELECT 1"))
+                assert time.monotonic() - started < 1  # pool_timeout is 3 s
+        assert queue_pool(engine).checkedout() == 0
+    finally:
+        await engine.dispose()
 
 
 async def test_pool_checkout_deadline_raises_the_typed_error(

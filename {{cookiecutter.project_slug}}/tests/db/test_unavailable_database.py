@@ -7,7 +7,8 @@ import sqlalchemy.exc
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
-from app.db import DatabaseUnavailableError, PoolTimeoutError, Replica, create_engine
+from app.db import DatabaseUnavailableError, PoolTimeoutError, create_engine
+from app.db.replica import Replica
 from tests.api.test_health import SECRET_PASSWORD, unreachable_url
 
 

@@ -4,7 +4,7 @@ Migrations are run up and down here, so each test gets databases of its own rath
 than the shared one that other tests keep their schema in. On a server, creating a
 database takes about half a second, so the few that the session creates are emptied
 and handed out again (PostgreSQL: a new `public` schema; MySQL: dropped and recreated).
-Behind PgBouncer they are on the server itself, where `app.migrate` goes too
+Behind PgBouncer they are on the server itself, where `app.ops.migrate` goes too
 (DATABASE_DIRECT_URL): CREATE DATABASE cannot run in a transaction, so not through it.
 """
 
@@ -16,7 +16,7 @@ from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine
-from app.migrate import databases
+from app.ops.migrate import databases
 from tests.conftest import direct
 
 NewDatabase = Callable[[], Awaitable[AsyncEngine]]

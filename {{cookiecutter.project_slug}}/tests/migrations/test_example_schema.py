@@ -8,10 +8,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_session_factory
-from app.events import install_listeners
-from app.migrate import downgrade, upgrade
+from app.jobs.after_commit import install_listeners
 from app.models.note import Note
 from app.models.user import User
+from app.ops.migrate import downgrade, upgrade
 from tests.migrations.conftest import NewDatabase
 
 

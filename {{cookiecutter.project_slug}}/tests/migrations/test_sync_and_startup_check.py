@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
 
-from app.migrate import (
+from app.ops.migrate import (
     MigrationStateError,
     alembic_config,
     check,
@@ -23,7 +23,7 @@ from app.migrate import (
     target_metadata,
     upgrade,
 )
-from app.migrate import main as migrate_cli
+from app.ops.migrate import main as migrate_cli
 from app.settings import get_settings
 from tests.api.test_health import SECRET_PASSWORD, unreachable_url
 from tests.migrations.conftest import NewDatabase
@@ -123,7 +123,7 @@ CliAt = Callable[[str, str], str]
 
 @pytest.fixture
 def cli_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[CliAt]:
-    """Points `python -m app.migrate` at a URL for one database; returns the variable set."""
+    """Points `python -m app.ops.migrate` at a URL for one database; returns the variable set."""
 
     def point(database: str, url: str) -> str:
         variable = (alembic_config(database).get_main_option("database_url_setting") or "").upper()
@@ -224,7 +224,7 @@ async def test_the_command_line_refuses_a_project_without_alembic_ini(
     action: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "alembic.ini"
-    monkeypatch.setattr("app.migrate.ALEMBIC_INI", missing)
+    monkeypatch.setattr("app.ops.migrate.ALEMBIC_INI", missing)
 
     assert await migrate_cli([action]) == 1
 
@@ -241,7 +241,7 @@ async def test_the_command_line_refuses_an_alembic_ini_that_names_no_database(
 ) -> None:
     emptied = tmp_path / "alembic.ini"
     emptied.write_text("[loggers]\nkeys = root\n")
-    monkeypatch.setattr("app.migrate.ALEMBIC_INI", emptied)
+    monkeypatch.setattr("app.ops.migrate.ALEMBIC_INI", emptied)
 
     assert await migrate_cli(["upgrade"]) == 1
 

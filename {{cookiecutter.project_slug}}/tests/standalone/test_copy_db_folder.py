@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 APP_DB = Path(__file__).resolve().parents[2] / "app" / "db"
 
 BARE_APP = textwrap.dedent(
@@ -19,6 +21,7 @@ BARE_APP = textwrap.dedent(
     import sys
 
     sys.modules["fastapi"] = None  # any FastAPI import now fails
+    OPT_IN = True  # whether the copy kept app/db's opt-in modules
 
     import httpx
     from sqlalchemy import String, select, text
@@ -80,7 +83,11 @@ BARE_APP = textwrap.dedent(
             every = select(Task).execution_options(**INCLUDE_DELETED)
             kept = (await db.session.execute(every)).scalars().all()
             print(f"visible={len(hidden)} stored={len(kept)}")
-            print((await db.read(text("SELECT 'read'"))).scalar_one())
+        if OPT_IN:
+            from service.db.standalone import standalone_read
+
+            async with db():
+                print((await standalone_read(db, text("SELECT 'read'"))).scalar_one())
 
 
     asyncio.run(main())
@@ -88,12 +95,18 @@ BARE_APP = textwrap.dedent(
 )
 
 
-def test_copied_folder_serves_a_bare_starlette_app_and_keeps_its_mixins(tmp_path: Path) -> None:
+@pytest.mark.parametrize("opt_in", [True, False], ids=["whole", "without-opt-in-modules"])
+def test_copied_folder_serves_a_bare_starlette_app_and_keeps_its_mixins(
+    tmp_path: Path, opt_in: bool
+) -> None:
     package = tmp_path / "service"
     package.mkdir()
     (package / "__init__.py").write_text("")
     shutil.copytree(APP_DB, package / "db", ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / "main.py").write_text(BARE_APP)
+    if not opt_in:  # a team that needs neither replicas nor standalone reads deletes them
+        (package / "db" / "replica.py").unlink()
+        (package / "db" / "standalone.py").unlink()
+    (tmp_path / "main.py").write_text(BARE_APP.replace("OPT_IN = True", f"OPT_IN = {opt_in}"))
     result = subprocess.run(
         [sys.executable, "-W", "error", "main.py"],
         cwd=tmp_path,
@@ -107,5 +120,5 @@ def test_copied_folder_serves_a_bare_starlette_app_and_keeps_its_mixins(tmp_path
         "'write the docs'",
         "updated_at moved",
         "visible=0 stored=1",
-        "read",
+        *(["read"] if opt_in else []),
     ], result.stderr

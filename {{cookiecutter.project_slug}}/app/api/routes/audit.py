@@ -27,13 +27,13 @@ from sqlalchemy import select
 
 from app.api.deps import PageDep, SessionDep, require_admin
 from app.audit import AuditSessionDep, record
-from app.errors import NotFoundError
 from app.models.audit_entry import AuditEntry
 from app.models.user import User
 from app.schemas.audit import AuditEntryRead
-from app.schemas.errors import ErrorBody, error_responses
 from app.schemas.pages import Cursor, Page, read_page
 from app.schemas.text import Storable
+from app.web.error_body import ErrorBody, error_responses
+from app.web.errors import NotFoundError
 
 __all__ = ["router"]
 

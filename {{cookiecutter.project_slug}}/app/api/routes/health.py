@@ -1,30 +1,26 @@
 """Health checks for load balancers and orchestrators."""
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.readiness import READY, Readiness
+from app.ops.readiness import READY, Readiness
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/health", tags=["health"])
 
 
-# The same body on every request, encoded once: probes call this every few seconds.
-_LIVE = b'{"status":"ok"}'
-
-
-@router.get("/live", response_model=dict[str, str])
-async def live() -> Response:
+@router.get("/live")
+async def live() -> dict[str, str]:
     """The process is up and serving; touches no database."""
-    return Response(_LIVE, media_type="application/json")
+    return {"status": "ok"}
 
 
 _NOT_READY = (
     "a database is unreachable, behind or ahead of the migrations, or its pool is full; "
     "or the process is stopping"
 )
-# While a stopping process drains (app/serve.py), it still serves but asks for no more.
+# While a stopping process drains (app/ops/serve.py), it still serves but asks for no more.
 _STOPPING = {"status": "stopping", "reason": "shutting down: finishing the requests in flight"}
 
 

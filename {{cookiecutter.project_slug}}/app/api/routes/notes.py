@@ -15,12 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import IntegerId, PageDep, SessionDep
-from app.errors import NotFoundError
 from app.models.note import Note
 from app.models.user import User
-from app.schemas.errors import error_responses
 from app.schemas.notes import NoteCreate, NoteRead, NoteUpdate
 from app.schemas.pages import Cursor, Page, read_page
+from app.web.error_body import error_responses
+from app.web.errors import NotFoundError
 
 __all__ = ["router"]
 
@@ -81,7 +81,7 @@ async def update_note(note_id: IntegerId, body: NoteUpdate, session: SessionDep)
 
 @router.delete("/{note_id}", status_code=204, responses=error_responses(404))
 async def delete_note(note_id: IntegerId, session: SessionDep) -> Response:
-    """Soft-delete: hidden from now on, purged for good by the job in app/jobs.py."""
+    """Soft-delete: hidden from now on, purged for good by the job in app/jobs/purge.py."""
     note = await _get_note(session, note_id)
     note.soft_delete()
     return Response(status_code=204)

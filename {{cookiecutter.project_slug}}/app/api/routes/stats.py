@@ -12,14 +12,14 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnExpressionArgument, Select, func, select
 
 from app.api.deps import SettingsDep
 from app.db import INCLUDE_DELETED, db, utc_now
 from app.models.note import Note
 from app.models.user import User
-from app.schemas.errors import error_responses
 from app.schemas.stats import Stats
+from app.web.error_body import error_responses
 
 __all__ = ["router"]
 
@@ -33,8 +33,10 @@ async def read_stats(settings: SettingsDep) -> Stats:
         users, notes, deleted_notes, recent_notes = await db.gather(
             _count(select(func.count()).select_from(User)),
             _count(_notes_of_live_users()),
+            # The session hides deleted rows of every model unless told not to; told, the
+            # statement keeps the authors' rule itself.
             _count(
-                _notes_of_live_users(Note.deleted_at.is_not(None)).execution_options(
+                _notes_of_live_users(Note.is_deleted, ~User.is_deleted).execution_options(
                     **INCLUDE_DELETED
                 )
             ),
@@ -43,14 +45,9 @@ async def read_stats(settings: SettingsDep) -> Stats:
     return Stats(users=users, notes=notes, deleted_notes=deleted_notes, notes_last_24h=recent_notes)
 
 
-def _notes_of_live_users(*criteria: ColumnElement[bool]) -> Select[Any]:
-    # The author's filter is spelled out, since INCLUDE_DELETED lifts it from every table.
-    return (
-        select(func.count())
-        .select_from(Note)
-        .join(Note.author)
-        .where(User.deleted_at.is_(None), *criteria)
-    )
+def _notes_of_live_users(*criteria: ColumnExpressionArgument[bool]) -> Select[Any]:
+    # Joined to the author, whom the session hides once deleted, with their notes.
+    return select(func.count()).select_from(Note).join(Note.author).where(*criteria)
 
 
 async def _count(statement: Select[Any]) -> int:
