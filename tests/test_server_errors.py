@@ -92,4 +92,4 @@ def test_make_dev_and_the_image_serve_with_the_json_log_config(bake: Bake) -> No
     assert "--log-config log-config.json" in (project / "Makefile").read_text()
     # The image serves through app.ops.serve, which is also what make serve runs.
     assert 'CMD ["python", "-m", "app.ops.serve"]' in (project / "Dockerfile").read_text()
-    assert 'LOG_CONFIG = "log-config.json"' in (project / "app" / "serve.py").read_text()
+    assert 'LOG_CONFIG = "log-config.json"' in (project / "app" / "ops" / "serve.py").read_text()

@@ -88,7 +88,9 @@ def test_a_fleet_over_the_connection_budget_is_refused_in_one_line(
             "DATABASE_TOTAL_WORKERS": "10000",
             "PORT": str(free_port()),
         }
-        refused = run("python", "-m", "app.ops.serve", cwd=project, env=env, timeout=STARTUP_DEADLINE)
+        refused = run(
+            "python", "-m", "app.ops.serve", cwd=project, env=env, timeout=STARTUP_DEADLINE
+        )
 
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert refused.returncode == 1, refused.stderr

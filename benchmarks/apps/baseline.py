@@ -7,7 +7,7 @@ from fastapi import Depends, FastAPI, HTTPException
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from harness.config import ENGINE_ARGS
-from items import DATABASE_URL, SESSION_ARGS, Item, ItemIn, ItemOut, list_items
+from items import DATABASE_URL, SESSION_ARGS, Item, ItemIn, ItemNote, ItemOut, list_items
 
 # Module-level engine and sessionmaker are what the FastAPI and SQLAlchemy
 # tutorials show, and what this contestant stands for.
@@ -46,6 +46,17 @@ async def read_items(session: SessionDep) -> list[Item]:
 @app.post("/items", response_model=ItemOut, status_code=201)
 async def create_item(body: ItemIn, session: SessionDep) -> Item:
     item = Item(name=body.name, value=body.value)
+    session.add(item)
+    await session.commit()
+    return item
+
+
+@app.post("/items/with-note", response_model=ItemOut, status_code=201)
+async def create_item_with_note(body: ItemIn, session: SessionDep) -> Item:
+    """The service's insert, in kind: a row and a second one that belongs to it, in one
+    commit, through the session."""
+    item = Item(name=body.name, value=body.value)
+    item.notes.append(ItemNote(title="Welcome!", body="Glad to have you here."))
     session.add(item)
     await session.commit()
     return item

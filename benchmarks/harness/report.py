@@ -73,13 +73,14 @@ class Target:
     every_round: bool = False
 
 
-# Issue 15: the baked service, on its own endpoints, against the baseline's.
+# Issue 23: the baked service, on its own endpoints, against the baseline's: idiomatic
+# code, no bypass of FastAPI or the ORM, with these floors.
 SERVICE_TARGETS = [
-    Target("no-db", "rps", 0.90, contestant=SERVICE),
-    Target("read", "rps", 1.0, contestant=SERVICE),
+    Target("no-db", "rps", 0.60, contestant=SERVICE),
+    Target("read", "rps", 0.85, contestant=SERVICE),
     Target("fast-read", "rps", 1.5, contestant=SERVICE),
     Target("list", "rps", 1.0, contestant=SERVICE),
-    Target("insert", "rps", 0.90, contestant=SERVICE),
+    Target("insert-pair", "rps", 0.90, contestant=SERVICE),
 ]
 
 # The session layer's own targets, from before issue 15.
@@ -430,7 +431,7 @@ def render(results: Results) -> str:
             "",
             noise,
             "",
-            "### Issue 15: the baked service",
+            "### Issue 23: the baked service",
             "",
             *(
                 _target_lines(results, SERVICE_TARGETS)

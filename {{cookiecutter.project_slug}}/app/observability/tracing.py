@@ -79,8 +79,8 @@ def instrument(app: FastAPI) -> None:
         app, tracer_provider=provider, exclude_spans=["receive", "send"]
     )
     engines = [engine.sync_engine for engine in _engines(app)]
-    # The instrumentation declares SQLAlchemy < 2.1, which the project allows;
-    # tests/test_tracing.py shows the statements traced on the version installed. It is
+    # The instrumentation declares SQLAlchemy < 2.1, which the project allows; the tests
+    # in tests/observability/ show the statements traced on the version installed. It is
     # one per process: it also wraps Engine.connect (a `connect` span for each connection
     # a request takes from a pool), so one app per process is traced, as servers run it.
     SQLAlchemyInstrumentor().instrument(

@@ -18,7 +18,9 @@ from app.main import create_app
 from app.settings import Settings
 from tests.conftest import serve
 
-TEAPOT = {418: {"description": "The app's own response, declared once for every route."}}
+TEAPOT: dict[int | str, dict[str, Any]] = {
+    418: {"description": "The app's own response, declared once for every route."}
+}
 
 
 def guard() -> None:

@@ -168,7 +168,7 @@ async def test_an_engine_of_the_callers_keeps_sqlalchemys_timeout(
     pair: Pair, database_url: str, backend: str
 ) -> None:
     # The layer never wraps a custom engine, so its pool raises what SQLAlchemy raises;
-    # the generated app answers 503 for both (tests/test_errors.py).
+    # the generated app answers 503 for both (tests/web/test_errors.py).
     middleware, proxy = pair
     engine = create_async_engine(database_url, **engine_args(backend, pool_timeout=0.2))
     middleware(app=None, custom_engine=engine)  # type: ignore[arg-type]
