@@ -4,8 +4,8 @@ import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import ForeignKey, Integer, String, Text, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import Integer, String, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from harness.config import DATABASE_URL_VARIABLE, LIST_SIZE
 
@@ -14,7 +14,6 @@ __all__ = [
     "SESSION_ARGS",
     "Item",
     "ItemIn",
-    "ItemNote",
     "ItemOut",
     "list_items",
 ]
@@ -37,21 +36,6 @@ class Item(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     value: Mapped[int] = mapped_column(Integer)
-
-    notes: Mapped[list["ItemNote"]] = relationship(back_populates="item")
-
-
-class ItemNote(Base):
-    """A second row written with an item, as the service writes a welcome note with a user."""
-
-    __tablename__ = "item_notes"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
-    title: Mapped[str] = mapped_column(String(100))
-    body: Mapped[str] = mapped_column(Text)
-
-    item: Mapped[Item] = relationship(back_populates="notes")
 
 
 class ItemIn(BaseModel):

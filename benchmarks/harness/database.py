@@ -29,16 +29,11 @@ SCALE_USERS = (1_000, 100_000, 1_000_000)
 
 
 def items_seed(rows: int) -> tuple[str, ...]:
-    """The statements that rebuild the shared `items` table with `rows` rows, and its empty
-    `item_notes`, where an insert of a second row writes."""
+    """The statements that rebuild the shared `items` table with `rows` rows."""
     return (
-        "DROP TABLE IF EXISTS item_notes",
         "DROP TABLE IF EXISTS items",
         "CREATE TABLE items (id serial PRIMARY KEY, name varchar(100) NOT NULL, "
         "value integer NOT NULL)",
-        "CREATE TABLE item_notes (id serial PRIMARY KEY, "
-        "item_id integer NOT NULL REFERENCES items (id), title varchar(100) NOT NULL, "
-        "body text NOT NULL)",
         "INSERT INTO items (name, value) "
         f"SELECT 'item-' || n, n % 1000 FROM generate_series(1, {rows:d}) AS n",
         # Fresh statistics and a visibility map, so every contestant gets the same

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from app.api.openapi import document_errors
 from app.api.routers import ROUTERS
+from app.api.routes.health import LIVENESS_PATH
 {%- if cookiecutter.second_database == "yes" %}
 from app.audit import AuditMiddleware
 {%- endif %}
@@ -103,7 +104,12 @@ def create_app(
             # The main database's sessions send their safe reads to the replica.
             options = {**replica.session_args(), **options}
         app.add_middleware(
-            middleware, custom_engine=engines[name], session_args=options, commit_on_exit=True
+            middleware,
+            custom_engine=engines[name],
+            session_args=options,
+            commit_on_exit=True,
+            # The liveness probe touches no database, and answers whatever state it is in.
+            exclude_paths=[LIVENESS_PATH],
         )
         if settings.debug:
             count_statements(engines[name])

@@ -26,7 +26,7 @@ the folder that needs neither can delete them:
 
     replica         read replicas: which reads go there, and the replica's health
     standalone      `standalone_read()`: one statement on a connection of its own, in
-                    autocommit
+                    autocommit; `StandaloneReader` for the page helpers
 
 `SessionDep`, `get_session` and `session_dependency` import FastAPI, so they load on
 first use: the rest of the package needs only SQLAlchemy, Starlette and the standard
@@ -55,6 +55,7 @@ from ._proxy import SessionBlock, SessionProxy, db
 from ._queries import (
     KeyColumn,
     QueryMixin,
+    Reader,
     count_rows,
     estimate_rows,
     fetch_keyset_page,
@@ -85,6 +86,7 @@ __all__ = [
     "PortableJSON",
     "ProxyBindingError",
     "QueryMixin",
+    "Reader",
     "SQLAlchemyMiddleware",
     "SessionBlock",
     "SessionDep",

@@ -7,6 +7,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 __all__ = ["end_session", "quietly", "shielded"]
 
@@ -22,12 +23,20 @@ async def end_session(session: AsyncSession, *, commit: bool) -> None:
     """
     if commit:
         try:
-            await session.commit()
+            # One switch into SQLAlchemy's greenlet for both, where `await session.commit()`
+            # and `await session.close()` would make two.
+            await session.run_sync(_commit_and_close)
         except BaseException:
             # The commit error is the one that matters; a failing close must not replace it.
             await quietly(session.close())
             raise
+        return
     await session.close()
+
+
+def _commit_and_close(session: Session) -> None:
+    session.commit()
+    session.close()
 
 
 async def shielded(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -3,6 +3,7 @@
 
 import logging
 import traceback
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from sqlalchemy.engine import URL
@@ -31,6 +32,8 @@ class SQLAlchemyMiddleware:
     raises instead of sending the status, so the client gets a 500, never a 2xx for a
     lost write. Every other ending rolls back. An engine made from `db_url` belongs
     to the middleware and is disposed when the lifespan ends; a `custom_engine` is not.
+    A request for one of `exclude_paths` (exact paths, such as a liveness probe's) gets
+    no unit of work at all: its `db.session` raises `MissingSessionError`.
     """
 
     proxy: ClassVar[SessionProxy] = db
@@ -44,6 +47,7 @@ class SQLAlchemyMiddleware:
         engine_args: dict[str, Any] | None = None,
         session_args: dict[str, Any] | None = None,
         commit_on_exit: bool = False,
+        exclude_paths: Iterable[str] | None = None,
     ) -> None:
         if custom_engine is not None and db_url is None:
             if engine_args:
@@ -62,13 +66,14 @@ class SQLAlchemyMiddleware:
             )
         self.app = app
         self.commit_on_exit = commit_on_exit
+        self.exclude_paths = frozenset(exclude_paths or ())
         self._factory = create_session_factory(self.engine, session_args)
         self._disposed = False
         self._lifespan_running = False
         self.proxy.bind(self.engine, self._factory)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.exclude_paths:
             if scope["type"] == "lifespan":
                 await self._lifespan(scope, receive, send)
             else:

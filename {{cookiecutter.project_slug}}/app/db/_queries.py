@@ -1,14 +1,19 @@
 """Query helpers: the lookups every model inherits, race-safe get-or-create, pages and counts."""
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
     BindParameter,
+    ClauseElement,
     ColumnElement,
+    Connection,
+    Engine,
+    Executable,
     FromClause,
     Integer,
+    Result,
     Select,
     Table,
     and_,
@@ -28,6 +33,7 @@ from ._unit_of_work import main_session
 __all__ = [
     "KeyColumn",
     "QueryMixin",
+    "Reader",
     "count_rows",
     "estimate_rows",
     "fetch_keyset_page",
@@ -40,6 +46,18 @@ T = TypeVar("T")
 # (`User.__table__.c.id`) for a Core statement, which ORM attributes would turn into an
 # ORM one.
 KeyColumn = InstrumentedAttribute[Any] | KeyedColumnElement[Any]
+
+
+class Reader(Protocol):
+    """What the page and count helpers read through: an `AsyncSession`, or anything that
+    runs a statement as it does (`StandaloneReader` of app/db/standalone.py)."""
+
+    async def execute(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Result[Any]: ...
+
+    def get_bind(self, *, clause: ClauseElement | None = None) -> Engine | Connection: ...
+
 
 # A conflict is retried when the row it collided with is gone again by the time it is
 # re-read (deleted, or hidden by the soft-delete filter). Past this many tries the
@@ -143,7 +161,7 @@ class QueryMixin:
 
 
 async def fetch_keyset_page(
-    session: AsyncSession,
+    session: Reader,
     query: Select[*tuple[Any, ...]],
     *,
     key: Sequence[KeyColumn],
@@ -160,7 +178,8 @@ async def fetch_keyset_page(
     ascending, or descending with `descending=True`. It selects one model
     (`select(User)`), and the page holds its objects; or columns, the key's among them
     (`select(User.id, User.email, User.created_at)`), and the page holds rows, which cost
-    far less to load than objects where nothing is changed.
+    far less to load than objects where nothing is changed. `session` is the request's,
+    or another `Reader`.
     """
     if after is not None and len(after) != len(key):
         raise TypeError(f"after= needs {len(key)} value(s), one per key column.")
@@ -248,18 +267,19 @@ def _beyond(
     return and_(edge, or_(past, _beyond(key[1:], values[1:], descending=descending)))
 
 
-async def count_rows(session: AsyncSession, query: Select[Any], *, at_most: int) -> int:
+async def count_rows(session: Reader, query: Select[Any], *, at_most: int) -> int:
     """How many rows `query` matches, counting no further than `at_most` + 1.
 
     A result of `at_most` + 1 means "more than `at_most`": the count stops there, so
     it costs at most that many rows read, however large the table.
     """
     bounded = query.order_by(None).limit(at_most + 1).subquery()
-    counted: int | None = await session.scalar(select(func.count()).select_from(bounded))
+    result = await session.execute(select(func.count()).select_from(bounded))
+    counted: int | None = result.scalar()
     return counted or 0
 
 
-async def estimate_rows(session: AsyncSession, table: FromClause) -> int | None:
+async def estimate_rows(session: Reader, table: FromClause) -> int | None:
     """The database's own estimate of how many rows `table` holds, read in one cheap
     query; None where it keeps none.
 
@@ -281,7 +301,7 @@ async def estimate_rows(session: AsyncSession, table: FromClause) -> int | None:
         )
     else:
         return None
-    estimate = await session.scalar(query, {"name": name})
+    estimate = (await session.execute(query, {"name": name})).scalar()
     # PostgreSQL 14 and later say -1 for a table that was never analysed.
     if estimate is None or estimate < 0:
         return None

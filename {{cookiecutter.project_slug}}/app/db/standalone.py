@@ -7,6 +7,9 @@ BEGIN and no COMMIT: on PostgreSQL that is two round trips fewer than the same r
 through the session, and one statement is consistent on its own, in a snapshot of its
 own.
 
+`StandaloneReader(db)` runs them for the page and count helpers, which take it where
+they take a session: `fetch_keyset_page(StandaloneReader(db), ...)`.
+
 An opt-in part of the layer: nothing else in `app/db` imports it, and a copy of the
 folder that needs no standalone reads can delete it.
 
@@ -30,14 +33,14 @@ from collections.abc import Mapping
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Executable, Result
+from sqlalchemy import ClauseElement, Connection, Engine, Executable, Result
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._errors import SessionFinalizedError
 from ._multi import MultiSessionUnitOfWork
 from ._proxy import SessionProxy
 
-__all__ = ["STANDALONE_READS", "StandaloneReadError", "standalone_read"]
+__all__ = ["STANDALONE_READS", "StandaloneReadError", "StandaloneReader", "standalone_read"]
 
 # `create_async_engine(url, execution_options=STANDALONE_READS)`: reads run in autocommit.
 STANDALONE_READS = {"standalone_reads": True}
@@ -58,6 +61,35 @@ async def standalone_read(
 ) -> Result[Any]:
     """Run `statement` on a pooled connection of its own, outside the current unit of
     work's session, and return its buffered result (see the module's docstring)."""
+    engine = _engine_for(proxy)
+    if not engine.get_execution_options().get(_ALLOWED, False):
+        async with engine.begin() as connection:
+            return await connection.execute(statement, params)
+    autocommit = _autocommit.get(engine)
+    if autocommit is None:
+        autocommit = _autocommit[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    async with autocommit.connect() as connection:
+        return await connection.execute(statement, params)
+
+
+class StandaloneReader:
+    """Standalone reads through `proxy`, where the page and count helpers of `app.db` take a
+    session: `fetch_keyset_page(StandaloneReader(db), ...)` reads each page standalone."""
+
+    def __init__(self, proxy: SessionProxy) -> None:
+        self.proxy = proxy
+
+    async def execute(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Result[Any]:
+        return await standalone_read(self.proxy, statement, params)
+
+    def get_bind(self, *, clause: ClauseElement | None = None) -> Engine | Connection:
+        return _engine_for(self.proxy).sync_engine
+
+
+def _engine_for(proxy: SessionProxy) -> AsyncEngine:
+    """The engine a standalone read borrows a connection from, where one may run now."""
     unit = proxy.current_unit()
     if unit.finalized:
         raise SessionFinalizedError()
@@ -80,11 +112,4 @@ async def standalone_read(
             f"standalone_read() borrows a connection from an engine's pool, but the sessions "
             f"of {proxy!r} are bound to {engine!r}; read through `db.session` instead."
         )
-    if not engine.get_execution_options().get(_ALLOWED, False):
-        async with engine.begin() as connection:
-            return await connection.execute(statement, params)
-    autocommit = _autocommit.get(engine)
-    if autocommit is None:
-        autocommit = _autocommit[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
-    async with autocommit.connect() as connection:
-        return await connection.execute(statement, params)
+    return engine

@@ -1,10 +1,13 @@
-"""Log lines: every record as one JSON object on stderr, written by a thread of its own.
+"""Log lines: every record as one JSON object on stderr.
 
-`configure_logging()` sends the records of every logger to stderr through the standard
-library's `QueueHandler` and `QueueListener`: the event loop's thread formats a record
-and puts the line on a queue, and the listener's thread does the writing, so a slow
-terminal or a full pipe never stalls the loop. `log-config.json` in the project's root
-makes uvicorn's own lines (startup, shutdown) the same JSON until the app takes over.
+`configure_logging()` gives the root logger a `StreamHandler` on stderr with
+`JsonFormatter`: the standard library's parts, used as its documentation shows.
+`log-config.json` in the project's root makes uvicorn's own lines (startup, shutdown)
+the same JSON until the app takes over. The lines are written as they are logged, on the
+event loop's thread, as uvicorn writes its own: one short write to a pipe that the
+container runtime or the terminal reads. Where the reader of stderr can stall, a
+`QueueHandler` and a `QueueListener` move the writing to a thread of its own, at a cost
+per line (docs/deployment.md, "Logs").
 
 Each line holds the time, level, logger and message, the id of the request it was
 logged in (`request_id`, null outside requests), every field passed with `extra=`, and
@@ -15,11 +18,9 @@ no log line carries users' data.
 
 import json
 import logging
-import queue
 import re
 import sys
 from contextvars import ContextVar
-from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 __all__ = [
@@ -61,9 +62,14 @@ class JsonFormatter(logging.Formatter):
     """Formats each record as one JSON object: time, level, logger, message, request id,
     then the fields passed with `extra=`, which win over the defaults."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # The time to the second, formatted once per second rather than once per line.
+        self._second: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": self.formatTime(record, _TIME_FORMAT),
+            "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -78,6 +84,15 @@ class JsonFormatter(logging.Formatter):
             line["stack"] = self.formatStack(record.stack_info)
         return _ENCODER.encode(line)
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if datefmt is not None or second != self._second[0]:
+            formatted = super().formatTime(record, datefmt or _TIME_FORMAT)
+            if datefmt is not None:
+                return formatted
+            self._second = (second, formatted)
+        return self._second[1]
+
     def formatException(self, ei: Any) -> str:
         return hide_row_values(super().formatException(ei))
 
@@ -89,40 +104,15 @@ def hide_row_values(text: str) -> str:
     return text
 
 
-class _LineQueueHandler(QueueHandler):
-    """Puts each record's finished JSON line on a queue, and starts the thread that
-    writes the lines to stderr."""
-
-    def __init__(self) -> None:
-        lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        super().__init__(lines)
-        self.setFormatter(JsonFormatter())
-        # The writer's own formatter writes each line as this handler made it.
-        self.writer: QueueListener | None = QueueListener(lines, logging.StreamHandler(sys.stderr))
-        self.writer.start()
-
-    def close(self) -> None:
-        # logging.shutdown(), which runs at exit, closes every handler: stopping the
-        # writer writes out what is still queued.
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            writer.stop()
-        super().close()
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        prepared: logging.LogRecord = super().prepare(record)
-        # In the line already; Python 3.11 leaves it set, and the writer would add it again.
-        prepared.stack_info = None
-        return prepared
-
-
 def configure_logging(level: str) -> None:
     """Send every log record to stderr as JSON, at `level` and above; safe to call again."""
     root = logging.getLogger()
-    # An earlier call's handler, or log-config.json's, which wrote on the loop's thread.
+    # An earlier call's handler, or log-config.json's.
     for handler in root.handlers[:]:
         if isinstance(handler.formatter, JsonFormatter):
             root.removeHandler(handler)
             handler.close()
-    root.addHandler(_LineQueueHandler())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
     root.setLevel(level)

@@ -34,6 +34,7 @@ _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _statements: ContextVar[list[int] | None] = ContextVar("sql_statements", default=None)
 
 logger = logging.getLogger("app.requests")
+_LINE = "%s %s %s"  # method, path, status
 
 
 def count_statements(engine: AsyncEngine) -> None:
@@ -120,7 +121,14 @@ class RequestContextMiddleware:
             }
             if self.log_statements:
                 fields["sql_statements"] = counter[0]
-            logger.info("%s %s %s", scope["method"], scope["path"], status, extra=fields)
+            if logger.isEnabledFor(logging.INFO):
+                # Made with makeRecord(), not info(): the caller's file and line, which
+                # info() looks up on the stack for every record, are always this line.
+                args = (scope["method"], scope["path"], status)
+                line = logger.makeRecord(
+                    logger.name, logging.INFO, "", 0, _LINE, args, None, extra=fields
+                )
+                logger.handle(line)
             _statements.reset(counter_token)
             request_id.reset(id_token)
 

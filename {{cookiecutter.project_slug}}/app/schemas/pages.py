@@ -26,9 +26,8 @@ from typing import Any, Generic, TypeVar
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, TypeAdapter
 from sqlalchemy import FromClause, Row, Select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import KeyColumn, count_rows, estimate_rows, fetch_keyset_page
+from app.db import KeyColumn, Reader, count_rows, estimate_rows, fetch_keyset_page
 
 __all__ = [
     "MAX_CURSOR_LENGTH",
@@ -167,7 +166,7 @@ def _list_of(model: type[ReadT]) -> TypeAdapter[list[ReadT]]:
 
 
 async def read_page(
-    session: AsyncSession,
+    session: Reader,
     query: Select[Any],
     params: PageParams,
     *,
@@ -181,7 +180,9 @@ async def read_page(
 
     `cursor` encodes `key`; `estimate_from` is the table whose size estimates the total
     of an unfiltered list (leave it out where the query filters: an estimate of the
-    table would not be one of the result).
+    table would not be one of the result). `session` is the request's session, or a
+    `StandaloneReader` for a list that reads what is committed, each statement on a
+    connection of its own (`app/db/standalone.py`).
     """
     after = cursor.decode(params.cursor)  # a 422 before any query runs
     rows, last = await fetch_keyset_page(
@@ -201,12 +202,13 @@ def _validatable(rows: Sequence[Any]) -> Sequence[Any]:
     """Rows as dicts, which pydantic validates faster than it reads their attributes;
     model objects as they are."""
     if rows and isinstance(rows[0], Row):
-        return [row._asdict() for row in rows]
+        fields = rows[0]._fields
+        return [dict(zip(fields, row, strict=True)) for row in rows]
     return rows
 
 
 async def _total(
-    session: AsyncSession, query: Select[Any], count: Count | None, table: FromClause | None
+    session: Reader, query: Select[Any], count: Count | None, table: FromClause | None
 ) -> tuple[int | None, TotalKind | None]:
     if count is None:
         return None, None

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, delete, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.api.routes.users import WELCOME_BODY, WELCOME_TITLE
-from app.db import INCLUDE_DELETED, db
+from app.db import INCLUDE_DELETED, create_session_factory, db
 from app.models.note import Note
 from app.models.user import User
 from app.schemas import pages
@@ -131,14 +131,25 @@ async def test_read_of_a_missing_user_is_404(client: httpx.AsyncClient) -> None:
     }
 
 
+@pytest.fixture
+async def committed(engines: dict[str, AsyncEngine]) -> AsyncIterator[AsyncSession]:
+    """A session that commits for real: GET /users reads standalone, outside the test's
+    transaction, and sees only what is committed. The users it made go afterwards."""
+    async with create_session_factory(engines["main"])() as session:
+        yield session
+    async with engines["main"].begin() as connection:
+        await connection.execute(delete(Note))
+        await connection.execute(delete(User))
+
+
 async def test_list_pages_through_users_by_cursor_oldest_first(
-    client: httpx.AsyncClient, session: AsyncSession
+    client: httpx.AsyncClient, committed: AsyncSession
 ) -> None:
-    created = [await make_user(session) for _ in range(5)]
+    created = [await make_user(committed) for _ in range(5)]
     # Two users created in the same microsecond, across a page boundary: the id orders
     # them (as each backend compares its UUID column), and no page repeats or skips one.
     created[2].created_at = created[1].created_at
-    await session.commit()
+    await committed.commit()
     whole = (await client.get("/users")).json()["items"]
 
     pages = [(await client.get("/users", params={"limit": 2})).json()]
@@ -157,10 +168,10 @@ async def test_list_pages_through_users_by_cursor_oldest_first(
 
 
 async def test_a_page_that_ends_the_list_exactly_has_no_next_cursor(
-    client: httpx.AsyncClient, session: AsyncSession
+    client: httpx.AsyncClient, committed: AsyncSession
 ) -> None:
     for _ in range(2):
-        await make_user(session)
+        await make_user(committed)
 
     page = (await client.get("/users", params={"limit": 2})).json()
 
@@ -168,21 +179,23 @@ async def test_a_page_that_ends_the_list_exactly_has_no_next_cursor(
 
 
 async def test_a_deleted_user_leaves_the_list_and_its_cursor_still_works(
-    client: httpx.AsyncClient, session: AsyncSession
+    client: httpx.AsyncClient, committed: AsyncSession
 ) -> None:
-    first, second, third = [await make_user(session) for _ in range(3)]
+    first, second, third = [await make_user(committed) for _ in range(3)]
     page = (await client.get("/users", params={"limit": 1})).json()
     first.soft_delete()
-    await session.commit()
+    await committed.commit()
 
     rest = (await client.get("/users", params={"cursor": page["next_cursor"]})).json()
 
     assert [user["id"] for user in rest["items"]] == [str(second.id), str(third.id)]
 
 
-async def test_count_exact_adds_the_total(client: httpx.AsyncClient, session: AsyncSession) -> None:
+async def test_count_exact_adds_the_total(
+    client: httpx.AsyncClient, committed: AsyncSession
+) -> None:
     for _ in range(3):
-        await make_user(session)
+        await make_user(committed)
 
     page = (await client.get("/users", params={"limit": 1, "count": "exact"})).json()
 
@@ -190,11 +203,11 @@ async def test_count_exact_adds_the_total(client: httpx.AsyncClient, session: As
 
 
 async def test_count_estimate_is_exact_below_the_counting_bound(
-    client: httpx.AsyncClient, session: AsyncSession
+    client: httpx.AsyncClient, committed: AsyncSession
 ) -> None:
     # The test database's estimate is small or missing, so the count is exact.
     for _ in range(3):
-        await make_user(session)
+        await make_user(committed)
 
     page = (await client.get("/users", params={"count": "estimate"})).json()
 
@@ -202,11 +215,11 @@ async def test_count_estimate_is_exact_below_the_counting_bound(
 
 
 async def test_count_exact_stops_at_its_bound(
-    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, committed: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pages, "MAX_EXACT_COUNT", 2)
     for _ in range(4):
-        await make_user(session)
+        await make_user(committed)
 
     page = (await client.get("/users", params={"limit": 1, "count": "exact"})).json()
 

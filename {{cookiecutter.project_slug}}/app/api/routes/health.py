@@ -5,9 +5,12 @@ from fastapi.responses import JSONResponse
 
 from app.ops.readiness import READY, Readiness
 
-__all__ = ["router"]
+__all__ = ["LIVENESS_PATH", "router"]
 
 router = APIRouter(prefix="/health", tags=["health"])
+
+# The session middlewares leave it out (app/main.py): it never needs a database session.
+LIVENESS_PATH = f"{router.prefix}/live"
 
 
 @router.get("/live")
