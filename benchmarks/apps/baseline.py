@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from harness.config import ENGINE_ARGS
 from items import DATABASE_URL, SESSION_ARGS, Item, ItemIn, ItemOut, list_items
-from service_tables import SERVICE_DATABASE_URL, Note, User, UserIn, UserOut
+from service_tables import Note, User, UserIn, UserOut
 
 # Module-level engine and sessionmaker are what the FastAPI and SQLAlchemy
 # tutorials show, and what this contestant stands for.
@@ -22,18 +22,6 @@ async def get_session() -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-
-# The service's database, for the same write as the service's insert.
-service_engine = create_async_engine(SERVICE_DATABASE_URL, **ENGINE_ARGS)
-ServiceSessionLocal = async_sessionmaker(service_engine, **SESSION_ARGS)
-
-
-async def get_service_session() -> AsyncIterator[AsyncSession]:
-    async with ServiceSessionLocal() as session:
-        yield session
-
-
-ServiceSessionDep = Annotated[AsyncSession, Depends(get_service_session)]
 
 app = FastAPI()
 
@@ -65,7 +53,7 @@ async def create_item(body: ItemIn, session: SessionDep) -> Item:
 
 
 @app.post("/users", response_model=UserOut, status_code=201)
-async def create_user(body: UserIn, session: ServiceSessionDep) -> User:
+async def create_user(body: UserIn, session: SessionDep) -> User:
     """The service's insert, the same two rows in the same tables: a user and its welcome
     note, in one commit, through the session."""
     user = User(email=body.email, username=body.username, full_name=body.full_name)

@@ -1,7 +1,7 @@
 """The baked service's users and notes, mapped plainly, for the baseline's insert of the
-same two rows the service writes: a user and its welcome note, in the service's tables."""
+same two rows the service writes: a user and its welcome note, in tables that the
+service's own migrations built in the baseline's database."""
 
-import os
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -11,10 +11,7 @@ from sqlalchemy import DateTime, ForeignKey, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["SERVICE_DATABASE_URL", "Note", "User", "UserIn", "UserOut"]
-
-# The service's database, where the harness has run its migrations and seeded its rows.
-SERVICE_DATABASE_URL = os.environ["BENCH_SERVICE_DATABASE_URL"]
+__all__ = ["Note", "User", "UserIn", "UserOut"]
 
 
 def _now() -> datetime:

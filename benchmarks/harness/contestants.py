@@ -40,7 +40,8 @@ ENDPOINTS = {
     "list": f"list {LIST_SIZE} rows",
     "insert": "insert with commit",
     # The service's insert writes a user and its welcome note; the baseline writes the same
-    # two rows into the service's own tables, so the two compare equal work.
+    # two rows into the same tables, built in its database by the service's migrations, so
+    # the two compare equal work.
     "insert-pair": "insert a user and its note with commit",
 }
 # An endpoint only some contestants serve is compared with the baseline's counterpart.
@@ -227,8 +228,6 @@ def contestants(
     PgBouncer at `pooled_dsn`, when there is one.
     """
     shared = _shared_routes(rows)
-    # Where the baseline writes the service's two rows (see _baseline_routes).
-    service_tables = {"BENCH_SERVICE_DATABASE_URL": sqlalchemy_url(service_dsn)}
     pooled = _service(
         SERVICE_PGBOUNCER, "baked service, PgBouncer", project, service_dsn, rows=rows
     )
@@ -257,7 +256,7 @@ def contestants(
         *(
             # The baseline's app in a second server: the ratios between two servers of the
             # same code are the noise floor under every other comparison.
-            Contestant(key, title, "baseline:app", _baseline_routes(rows), env=service_tables)
+            Contestant(key, title, "baseline:app", _baseline_routes(rows))
             for key, title in (
                 (BASELINE, "Depends (baseline)"),
                 (BASELINE_AGAIN, "Depends, second server"),

@@ -29,8 +29,11 @@ SCALE_USERS = (1_000, 100_000, 1_000_000)
 
 
 def items_seed(rows: int) -> tuple[str, ...]:
-    """The statements that rebuild the shared `items` table with `rows` rows."""
+    """The statements that rebuild the shared `items` table with `rows` rows, and drop the
+    service's tables that the baseline writes users into, for its migrations to build
+    anew (`migrate_service_tables`)."""
     return (
+        "DROP TABLE IF EXISTS notes, users, job_runs, alembic_version",
         "DROP TABLE IF EXISTS items",
         "CREATE TABLE items (id serial PRIMARY KEY, name varchar(100) NOT NULL, "
         "value integer NOT NULL)",
