@@ -5,6 +5,8 @@ are ordinary synchronous listeners on mappers and on the sync session class:
 
 - `before_insert` / `before_update` on every `Base` model: each column named in
   `info={NORMALIZE: function}` is passed through its function (str -> str);
+- `before_insert` on every `CreatedAtMixin` and `TimestampMixin` model: stamps the
+  timestamps left unset with one time;
 - `before_update` on every `TimestampMixin` model: moves `updated_at` forward;
 - `do_orm_execute` on the sessions the layer makes: hides `SoftDeleteMixin` rows from
   SELECTs unless the statement runs with `execution_options(**INCLUDE_DELETED)`. Until a
@@ -24,7 +26,7 @@ from sqlalchemy import Connection, Executable, event, inspect
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, with_loader_criteria
 
 from ._base import Base
-from ._mixins import INCLUDE_DELETED, SoftDeleteMixin, TimestampMixin, utc_now
+from ._mixins import INCLUDE_DELETED, CreatedAtMixin, SoftDeleteMixin, TimestampMixin, utc_now
 
 __all__ = ["NORMALIZE", "LayerSession", "install_session_listeners"]
 
@@ -86,6 +88,19 @@ def _normalizers_of(mapper: Mapper[Any]) -> _Normalizers:
 _normalizers: dict[Mapper[Any], _Normalizers] = {}
 
 
+def _stamp(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    # The columns' defaults would stamp these too, but the ORM does not count a value
+    # that Core fills in: seeing columns with a server default missing from the
+    # parameters, it asks for them back (eager_defaults="auto"), building a new INSERT
+    # statement on every flush. Set here, they are parameters like any other, and a row's
+    # created_at and updated_at start out equal.
+    now = utc_now()
+    if target.created_at is None:
+        target.created_at = now
+    if isinstance(target, TimestampMixin) and target.updated_at is None:
+        target.updated_at = now
+
+
 def _touch(mapper: Mapper[Any], connection: Connection, target: TimestampMixin) -> None:
     state = inspect(target)
     # before_update also fires for rows whose only change is to a collection; those
@@ -134,6 +149,8 @@ _filtered: weakref.WeakKeyDictionary[Executable, Executable] = weakref.WeakKeyDi
 # whichever class a model names first.
 event.listen(Base, "before_insert", _normalize, propagate=True)
 event.listen(Base, "before_update", _normalize, propagate=True, insert=True)
+event.listen(CreatedAtMixin, "before_insert", _stamp, propagate=True)
+event.listen(TimestampMixin, "before_insert", _stamp, propagate=True)
 event.listen(TimestampMixin, "before_update", _touch, propagate=True)
 event.listen(
     SoftDeleteMixin, "after_mapper_constructed", _remember_soft_delete_model, propagate=True

@@ -21,9 +21,10 @@ def utc_now() -> datetime:
 
 
 def _timestamp() -> Mapped[datetime]:
-    # Set in Python so the ORM knows the value without reading it back (an expired
-    # attribute would need an awaited refresh under asyncio); the server default covers
-    # rows inserted with plain SQL.
+    # Known in Python, so that the ORM need not read it back (an expired attribute would
+    # need an awaited refresh under asyncio): the layer's before_insert listener stamps
+    # ORM inserts, the Python default covers Core inserts, and the server default rows
+    # inserted with plain SQL.
     return mapped_column(UTCDateTime(), default=utc_now, server_default=UtcNow())
 
 

@@ -5,9 +5,10 @@ import sys
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -33,6 +34,51 @@ async def test_before_insert_normalises_marked_columns_only(
     stored = await _reload(scratch_sessions, member)
     assert stored.handle == handle
     assert stored.team == "  Blue Team "
+
+
+async def test_an_insert_stamps_both_timestamps_and_reuses_its_statement(
+    scratch_engine: AsyncEngine, scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    # The columns' server default is for rows written with plain SQL. Were the ORM to
+    # leave the timestamps to the columns' default, it would ask for them back
+    # (eager_defaults="auto"), building a new INSERT statement on every flush, whose
+    # cache key and result metadata SQLAlchemy then works out afresh.
+    invoked: list[Any] = []
+
+    def record(conn: Any, cursor: Any, statement: str, params: Any, context: Any, *_: Any) -> None:
+        if statement.startswith("INSERT"):
+            invoked.append(context.invoked_statement)
+
+    event.listen(scratch_engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with scratch_sessions() as session:
+            members = [Member(handle=f"{handle}-{n}") for n in range(2)]
+            for member in members:
+                session.add(member)
+                await session.flush()
+            await session.commit()
+    finally:
+        event.remove(scratch_engine.sync_engine, "before_cursor_execute", record)
+
+    first, second = invoked
+    assert first is second
+    for member in members:
+        assert member.created_at == member.updated_at
+        assert member.created_at.tzinfo is not None
+
+
+async def test_an_explicit_created_at_wins_at_insert(
+    scratch_sessions: async_sessionmaker[AsyncSession], handle: str
+) -> None:
+    chosen = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    async with scratch_sessions() as session:
+        member = Member(handle=handle, created_at=chosen)
+        session.add(member)
+        await session.commit()
+
+    stored = await _reload(scratch_sessions, member)
+    assert stored.created_at == chosen
+    assert stored.updated_at > chosen
 
 
 async def test_before_update_normalises_and_moves_updated_at(
