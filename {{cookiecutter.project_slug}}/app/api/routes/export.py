@@ -16,7 +16,7 @@ on PostgreSQL, by the server: a batch then costs the app one row instead of five
 thousand (docs/performance.md has the rates of both). Either way the bytes
 are the same (tests/api/test_export.py compares them): JSON strings escaped as
 PostgreSQL's `to_json()` escapes them, non-ASCII characters as they are, timestamps in
-UTC to the microsecond, and CSV fields quoted unless they are numbers. The deleted
+UTC as `to_json()` writes them, and CSV fields quoted unless they are numbers. The deleted
 authors' notes are left out by their ids, known at the start, rather than by a join,
 which would cost an index lookup per note.
 
@@ -30,12 +30,23 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy import ColumnElement, Integer, Select, Text, bindparam, cast, func, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    Text,
+    Uuid,
+    bindparam,
+    cast,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.api.deps import SettingsDep
@@ -211,35 +222,68 @@ async def _export(plan: _Plan, first: _Chunk, *, header: str) -> AsyncIterator[s
         chunk = await _next_batch(plan, after=chunk.last_id)
 
 
-# How each column's values are spelled, by the kind of the column: numbers as they are,
-# timestamps in ISO 8601 in UTC to the microsecond, anything else (text, UUIDs) as text.
-_NUMBER, _TIMESTAMP, _TEXT = "number", "timestamp", "text"
-_POSTGRESQL_TIMESTAMP = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
+# How each column's values are spelled, by the kind of the column: numbers as they are;
+# timestamps in ISO 8601 in UTC, as PostgreSQL's to_json() writes them (exact to the
+# microsecond, the fraction of a second without trailing zeros); UUIDs in their usual
+# form; text escaped as the format needs. Timestamps and UUIDs hold no character that
+# JSON or CSV escapes, so both formats write them in double quotes as they are.
+_NUMBER, _TIMESTAMP, _UUID, _TEXT = "number", "timestamp", "uuid", "text"
 # JSON strings escaped as PostgreSQL's to_json() escapes them, which is also how the
 # standard library does without ensure_ascii: quote, backslash and control characters.
 _json_string = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _kind(column: InstrumentedAttribute[Any]) -> str:
-    if isinstance(column.type, Integer):
+    column_type = column.type
+    if isinstance(column_type, Integer):
         return _NUMBER
-    return _TIMESTAMP if isinstance(column.type, UTCDateTime) else _TEXT
+    if isinstance(column_type, UTCDateTime):
+        return _TIMESTAMP
+    return _UUID if isinstance(column_type, Uuid) else _TEXT
+
+
+def _utc_timestamp(value: datetime) -> str:
+    text = value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return text.rstrip("0").rstrip(".") + "+00:00"
 
 
 def _spelled(kind: str) -> Callable[[Any], Any]:
     """The value of a column of `kind` as the export writes it."""
     if kind == _NUMBER:
         return int
-    if kind == _TIMESTAMP:
-        return lambda value: value.astimezone(UTC).isoformat(timespec="microseconds")
-    return str
+    return _utc_timestamp if kind == _TIMESTAMP else str
 
 
-def _spelled_by_postgresql(column: InstrumentedAttribute[Any]) -> ColumnElement[str]:
-    """`column`'s value as text, spelled by PostgreSQL as `_spelled()` spells it."""
-    if _kind(column) == _TIMESTAMP:
-        return func.to_char(func.timezone("UTC", column), _POSTGRESQL_TIMESTAMP)
-    return cast(column, Text)
+def _line_sql(
+    separators: Sequence[str], end: str, text: Callable[[Any], ColumnElement[str]]
+) -> ColumnElement[str]:
+    """A line as PostgreSQL writes it, spelled as `_spelled()` spells it: each column after
+    its separator, text through `text`, then `end`.
+
+    The quotes around a timestamp or a UUID join the separators around it: concat() is
+    called once per line, with as few arguments as the line has parts."""
+    parts: list[Any] = []
+    before = ""
+    for separator, column in zip(separators, COLUMNS, strict=True):
+        before += separator
+        after = ""
+        value: ColumnElement[Any] | InstrumentedAttribute[Any]
+        kind = _kind(column)
+        if kind == _NUMBER:
+            value = column
+        elif kind == _TEXT:
+            value = text(column)
+        elif kind == _UUID:
+            before, value, after = before + '"', column, '"'
+        else:
+            # to_json() writes ISO 8601 whatever the session's DateStyle, opening quote
+            # included, at half the cost of to_char(); the offset goes before the closing one.
+            as_json = cast(func.to_json(func.timezone("UTC", column)), Text)
+            value, after = func.rtrim(as_json, '"'), '+00:00"'
+        parts += [literal(before), value]
+        before = after
+    parts.append(literal(before + end))
+    return func.concat(*parts)
 
 
 _KINDS = [_kind(column) for column in COLUMNS]
@@ -298,17 +342,8 @@ def _escape_line_end_bytes(lines: bytes) -> bytes:
     return lines
 
 
-_NDJSON_TEMPLATE = "{" + ", ".join(f'"{field}": %s' for field in FIELDS) + "}\n"
-
-
-def _ndjson_line_sql() -> ColumnElement[str]:
-    parts: list[Any] = []
-    for n, column in enumerate(COLUMNS):
-        parts.append(literal(("{" if n == 0 else ", ") + f'"{column.key}": '))
-        value = _spelled_by_postgresql(column)
-        parts.append(value if _kind(column) == _NUMBER else func.to_json(value))
-    parts.append(literal("}\n"))
-    return func.concat(*parts)
+_NDJSON_SEPARATORS = [("{" if n == 0 else ", ") + f'"{field}": ' for n, field in enumerate(FIELDS)]
+_NDJSON_TEMPLATE = "%s".join(_NDJSON_SEPARATORS) + "%s}\n"
 
 
 def _csv_lines(rows: Batch) -> str:
@@ -317,29 +352,23 @@ def _csv_lines(rows: Batch) -> str:
     return buffer.getvalue()
 
 
-def _csv_line_sql() -> ColumnElement[str]:
-    parts: list[Any] = []
-    for n, column in enumerate(COLUMNS):
-        if n:
-            parts.append(literal(","))
-        value = _spelled_by_postgresql(column)
-        if _kind(column) == _NUMBER:
-            parts.append(value)
-        else:
-            parts.extend((literal('"'), func.replace(value, '"', '""'), literal('"')))
-    parts.append(literal("\n"))
-    return func.concat(*parts)
+def _csv_quoted(column: Any) -> ColumnElement[str]:
+    return func.concat('"', func.replace(column, '"', '""'), '"')
 
 
 _WRITERS = {
     ExportFormat.ndjson: _Writer(
-        "application/x-ndjson", "", _ndjson_lines, _ndjson_line_sql(), _escape_line_end_bytes
+        "application/x-ndjson",
+        "",
+        _ndjson_lines,
+        _line_sql(_NDJSON_SEPARATORS, "}\n", func.to_json),
+        _escape_line_end_bytes,
     ),
     ExportFormat.csv: _Writer(
         "text/csv",
         _csv_lines([FIELDS]),
         lambda rows: _csv_lines(_spelled_rows(rows)),
-        _csv_line_sql(),
+        _line_sql(["", *[","] * (len(COLUMNS) - 1)], "\n", _csv_quoted),
     ),
 }
 
